@@ -1,0 +1,83 @@
+"""``Estimate``: a number with its confidence interval and how it was obtained."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A value with a two-sided confidence interval.
+
+    ``method`` is ``"exact"`` (then ``low == high == value``) or names the estimator
+    (``"monte-carlo t"``, ``"wilson"``, ...). ``num_samples`` is 0 for exact values.
+    """
+
+    value: float
+    low: float
+    high: float
+    method: str
+    confidence: float = 0.95
+    num_samples: int = 0
+
+    @property
+    def exact(self) -> bool:
+        return self.method == "exact"
+
+    def __float__(self) -> float:
+        return float(self.value)
+
+    def contains(self, value: float) -> bool:
+        """Whether ``value`` lies in the closed interval [low, high]."""
+        return self.low <= value <= self.high
+
+    def as_dict(self) -> dict:
+        return {
+            "value": self.value,
+            "low": self.low,
+            "high": self.high,
+            "method": self.method,
+            "confidence": self.confidence,
+            "num_samples": self.num_samples,
+        }
+
+    def __str__(self) -> str:
+        if self.exact:
+            return f"{self.value:.6g} (exact)"
+        pct = round(100 * self.confidence)
+        return f"{self.value:.6g} [{self.low:.6g}, {self.high:.6g}] ({pct}% {self.method})"
+
+
+def exact(value: float) -> Estimate:
+    """An exact value as an ``Estimate`` with a zero-width interval."""
+    v = float(value)
+    return Estimate(v, v, v, "exact")
+
+
+def mean_interval(values, confidence: float = 0.95) -> Estimate:
+    """Sample mean of ``values`` (n,) with Student-t interval ``mean ± t * sd / sqrt(n)``."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    n = v.size
+    if n < 2:
+        raise ValueError(f"values must hold at least 2 samples for an interval, got {n}")
+    mean = float(v.mean())
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * v.std(ddof=1) / np.sqrt(n))
+    return Estimate(mean, mean - half, mean + half, "monte-carlo t", confidence, n)
+
+
+def wilson_interval(successes: int, trials: int, confidence: float = 0.95) -> Estimate:
+    """Proportion ``successes / trials`` with the Wilson score interval."""
+    if trials < 1:
+        raise ValueError(f"trials must be >= 1, got {trials}")
+    if not 0 <= successes <= trials:
+        raise ValueError(f"successes must lie in [0, trials={trials}], got {successes}")
+    z = float(stats.norm.ppf(0.5 + confidence / 2))
+    p = successes / trials
+    denom = 1 + z * z / trials
+    center = (p + z * z / (2 * trials)) / denom
+    half = z * np.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denom
+    return Estimate(p, max(0.0, center - half), min(1.0, center + half), "wilson", confidence,
+                    trials)

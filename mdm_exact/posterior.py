@@ -1,0 +1,411 @@
+"""The exact masked posterior: q(x_i = v | revealed tokens) by forward-backward.
+
+An ideal MDM denoiser outputs exactly these marginals (THEORY.md §1, eq. 2: q_{0|t}).
+
+Every language is run as a chain over hidden states (``_Chain``): an HMM as it is, an n-gram as
+the HMM whose state at position j is (x_j, ..., x_{j+n-2}) emitting its first token. That chain is
+sparse (V successors per state), so an n-gram costs O(L V^n) per row, not the O(L V^(2n-2)) of the
+dense HMM view, and a revealed token only touches the V^(n-2) states that emit it. HMMs with a
+dense transition matrix use contiguous dot products instead of index lists.
+
+Numerics: messages are rescaled to sum 1 at every position (the "scaling" implementation), the
+logs of the scale factors add up to the log-evidence, so L = 100000 neither underflows nor
+overflows. Support tests run a separate Boolean-semiring forward pass, so that whether a sequence
+is possible never depends on float underflow.
+
+Example C.7 (``IntervalParity``) has a closed form per interval and skips the chain entirely.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from ._utils import MASK, check_memory, check_tokens
+from .languages import HMM, IntervalParity, Language, NGram
+
+DENSE_FRACTION = 0.25
+"""HMMs whose transition matrix has more than this fraction of non-zeros use the dense kernel."""
+
+
+@dataclass(frozen=True)
+class Posterior:
+    """Result of ``posterior``.
+
+    ``marginals``: (batch, length, V) float64, q(x_i = v | revealed tokens of the row) at masked
+    positions and one-hot at revealed ones (NaN on rows that are impossible);
+    ``log_evidence``: (batch,) log q(revealed tokens), ``-inf`` where impossible;
+    ``valid``: (batch,) whether the row's revealed tokens have positive probability.
+    """
+
+    marginals: np.ndarray
+    log_evidence: np.ndarray
+    valid: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class _Chain:
+    """A language as a hidden-state chain, in the arrays the numba kernels read."""
+
+    initial: np.ndarray  # (S,)
+    emission_t: np.ndarray  # (V, S)
+    dense_t: np.ndarray  # (S, S) transposed transition, or (0, 0) when sparse
+    dense: np.ndarray  # (S, S) transition, or (0, 0) when sparse
+    children_ptr: np.ndarray  # CSR of the positive transitions, rows = from-state
+    children: np.ndarray
+    children_p: np.ndarray
+    parents_ptr: np.ndarray  # CSC of the positive transitions, columns = to-state
+    parents: np.ndarray
+    parents_p: np.ndarray
+    emitters_ptr: np.ndarray  # states with positive emission of token v
+    emitters: np.ndarray
+
+    @property
+    def num_states(self) -> int:
+        return self.initial.shape[0]
+
+
+_CHAINS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _csr(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n: int):
+    order = np.lexsort((cols, rows))
+    ptr = np.zeros(n + 1, dtype=np.int64)
+    np.add.at(ptr, rows + 1, 1)
+    return np.cumsum(ptr), cols[order].astype(np.int64), vals[order].astype(np.float64)
+
+
+def _build_chain(initial, rows, cols, vals, emission_t, dense_matrix) -> _Chain:
+    s = initial.shape[0]
+    c_ptr, c_idx, c_p = _csr(rows, cols, vals, s)
+    p_ptr, p_idx, p_p = _csr(cols, rows, vals, s)
+    e_rows, e_cols = np.nonzero(emission_t > 0)
+    e_ptr, e_idx, _ = _csr(e_rows, e_cols, np.ones(e_rows.size), emission_t.shape[0])
+    empty = np.zeros((0, 0))
+    return _Chain(
+        np.ascontiguousarray(initial, dtype=np.float64),
+        np.ascontiguousarray(emission_t, dtype=np.float64),
+        empty if dense_matrix is None else np.ascontiguousarray(dense_matrix.T),
+        empty if dense_matrix is None else np.ascontiguousarray(dense_matrix),
+        c_ptr, c_idx, c_p, p_ptr, p_idx, p_p, e_ptr, e_idx,
+    )
+
+
+def _chain(language: Language) -> _Chain:
+    cached = _CHAINS.get(language)
+    if cached is not None:
+        return cached
+    if isinstance(language, NGram):
+        v, c = language.vocab_size, language.order - 1
+        s = v**c
+        flat = language.transition.reshape(s, v)
+        rows, nxt = np.nonzero(flat > 0)
+        cols = (rows * v + nxt) % s
+        emission_t = np.zeros((v, s))
+        emission_t[np.arange(s) // v ** (c - 1), np.arange(s)] = 1.0
+        chain = _build_chain(language.initial.ravel(), rows, cols, flat[rows, nxt], emission_t,
+                             None)
+    else:
+        hmm = language.as_hmm()
+        a = hmm.transition
+        rows, cols = np.nonzero(a > 0)
+        dense = a if rows.size > DENSE_FRACTION * a.size else None
+        chain = _build_chain(hmm.initial, rows, cols, a[rows, cols], hmm.emission.T, dense)
+    _CHAINS[language] = chain
+    return chain
+
+
+# ------------------------------------------------------------------------------ numba kernels
+
+
+@numba.njit(cache=True)
+def _forward_row(row, init, emit_t, dense_t, p_ptr, p_idx, p_p, e_ptr, e_idx, alpha, store):
+    """Scaled forward pass over one row; returns log-evidence (-inf if impossible).
+
+    alpha: (L, S) when ``store`` else (2, S) as a rolling buffer.
+    """
+    length = row.shape[0]
+    s_count = init.shape[0]
+    all_states = np.arange(s_count)
+    use_dense = dense_t.shape[0] > 0
+    log_z = 0.0
+    prev = alpha[0]
+    for j in range(length):
+        cur = alpha[j] if store else alpha[j % 2]
+        token = row[j]
+        cur[:] = 0.0
+        states = all_states if token < 0 else e_idx[e_ptr[token]:e_ptr[token + 1]]
+        total = 0.0
+        for sp in states:
+            if j == 0:
+                acc = init[sp]
+            elif use_dense:
+                acc = 0.0
+                col = dense_t[sp]
+                for p in range(s_count):
+                    acc += prev[p] * col[p]
+            else:
+                acc = 0.0
+                for k in range(p_ptr[sp], p_ptr[sp + 1]):
+                    acc += prev[p_idx[k]] * p_p[k]
+            if token >= 0:
+                acc *= emit_t[token, sp]
+            cur[sp] = acc
+            total += acc
+        if not total > 0.0:
+            return -np.inf
+        inv = 1.0 / total
+        for sp in states:
+            cur[sp] *= inv
+        log_z += np.log(total)
+        prev = cur
+    return log_z
+
+
+@numba.njit(parallel=True, cache=True)
+def _log_evidence_kernel(x, init, emit_t, dense_t, p_ptr, p_idx, p_p, e_ptr, e_idx):
+    batch, _ = x.shape
+    out = np.empty(batch)
+    for b in numba.prange(batch):
+        work = np.empty((2, init.shape[0]))
+        out[b] = _forward_row(x[b], init, emit_t, dense_t, p_ptr, p_idx, p_p, e_ptr, e_idx,
+                              work, False)
+    return out
+
+
+@numba.njit(parallel=True, cache=True)
+def _marginals_kernel(x, init, emit_t, dense, dense_t, c_ptr, c_idx, c_p, p_ptr, p_idx, p_p,
+                      e_ptr, e_idx):
+    batch, length = x.shape
+    s_count = init.shape[0]
+    vocab = emit_t.shape[0]
+    marg = np.zeros((batch, length, vocab))
+    log_z = np.empty(batch)
+    use_dense = dense.shape[0] > 0
+    for b in numba.prange(batch):
+        row = x[b]
+        alpha = np.zeros((length, s_count))
+        lz = _forward_row(row, init, emit_t, dense_t, p_ptr, p_idx, p_p, e_ptr, e_idx, alpha,
+                          True)
+        log_z[b] = lz
+        if lz == -np.inf:
+            marg[b, :, :] = np.nan
+            continue
+        beta = np.ones(s_count)
+        eb = np.empty(s_count)
+        gamma = np.empty(s_count)
+        for j in range(length - 1, -1, -1):
+            if j < length - 1:
+                token = row[j + 1]
+                for s in range(s_count):
+                    eb[s] = beta[s] if token < 0 else beta[s] * emit_t[token, s]
+                total = 0.0
+                for s in range(s_count):
+                    acc = 0.0
+                    if use_dense:
+                        r = dense[s]
+                        for c in range(s_count):
+                            acc += r[c] * eb[c]
+                    else:
+                        for k in range(c_ptr[s], c_ptr[s + 1]):
+                            acc += c_p[k] * eb[c_idx[k]]
+                    beta[s] = acc
+                    total += acc
+                inv = 1.0 / total
+                for s in range(s_count):
+                    beta[s] *= inv
+            token = row[j]
+            if token >= 0:
+                marg[b, j, token] = 1.0
+                continue
+            total = 0.0
+            for s in range(s_count):
+                gamma[s] = alpha[j, s] * beta[s]
+                total += gamma[s]
+            inv = 1.0 / total
+            for v in range(vocab):
+                acc = 0.0
+                for s in range(s_count):
+                    acc += emit_t[v, s] * gamma[s]
+                marg[b, j, v] = acc * inv
+    return marg, log_z
+
+
+@numba.njit(parallel=True, cache=True)
+def _support_kernel(x, init_nz, emit_nz_t, p_ptr, p_idx):
+    """Boolean-semiring forward pass: does some hidden path explain the revealed tokens?"""
+    batch, length = x.shape
+    s_count = init_nz.shape[0]
+    out = np.zeros(batch, dtype=np.bool_)
+    for b in numba.prange(batch):
+        prev = np.empty(s_count, dtype=np.bool_)
+        cur = np.empty(s_count, dtype=np.bool_)
+        alive = False
+        for j in range(length):
+            token = x[b, j]
+            alive = False
+            for sp in range(s_count):
+                ok = token < 0 or emit_nz_t[token, sp]
+                if ok:
+                    if j == 0:
+                        ok = init_nz[sp]
+                    else:
+                        ok = False
+                        for k in range(p_ptr[sp], p_ptr[sp + 1]):
+                            if prev[p_idx[k]]:
+                                ok = True
+                                break
+                cur[sp] = ok
+                alive = alive or ok
+            if not alive:
+                break
+            prev, cur = cur, prev
+        out[b] = alive
+    return out
+
+
+# ------------------------------------------------------------------------ interval parity
+
+
+def _interval_parity(language: IntervalParity, x: np.ndarray, want_marginals: bool):
+    """Closed form of Example C.7: pair bits are independent fair coins; a revealed token fixes
+    the l-1 bits it stores, two revealed tokens must agree on their shared bit."""
+    l, v = language.interval, language.vocab_size
+    batch, length = x.shape
+    if length % l:
+        raise ValueError(f"x has length {length}, not a multiple of interval={l}")
+    blocks = x.reshape(batch, length // l, l)
+    revealed = blocks >= 0
+    # bit[..., a, r]: bit r (0-based) of the token at in-interval position a (0-based).
+    bit = (np.where(revealed, blocks, 0)[..., None] >> np.arange(l - 1)) & 1
+    valid = np.ones((batch, length // l), dtype=bool)
+    constrained = np.zeros((batch, length // l), dtype=np.int64)
+    p_one = np.full((batch, length // l, l, l - 1), 0.5)
+    for a in range(l):
+        for b in range(a + 1, l):
+            ra, rb = b - 1, a  # bit index of the pair (a, b) in token a and in token b
+            ka, kb = revealed[..., a], revealed[..., b]
+            valid &= ~(ka & kb) | (bit[..., a, ra] == bit[..., b, rb])
+            constrained += ka | kb
+            fixed_b = np.where(ka, bit[..., a, ra], bit[..., b, rb]).astype(float)
+            p_one[..., a, ra] = np.where(kb, fixed_b, p_one[..., a, ra])
+            p_one[..., b, rb] = np.where(ka, fixed_b, p_one[..., b, rb])
+    row_valid = valid.all(axis=1)
+    log_z = np.where(row_valid, -constrained.sum(axis=1) * np.log(2.0), -np.inf)
+    if not want_marginals:
+        return None, log_z, row_valid
+    token_bits = (np.arange(v)[:, None] >> np.arange(l - 1)) & 1  # (V, l-1)
+    probs = np.where(token_bits.astype(bool), p_one[..., None, :], 1 - p_one[..., None, :])
+    marg = probs.prod(axis=-1).reshape(batch, length, v)
+    onehot = np.eye(v)[np.where(x >= 0, x, 0)]
+    marg = np.where((x >= 0)[..., None], onehot, marg)
+    marg[~row_valid] = np.nan
+    return marg, log_z, row_valid
+
+
+# ------------------------------------------------------------------------------ public API
+
+
+def _prepare(language: Language, x) -> tuple[np.ndarray, bool]:
+    if not isinstance(language, Language):
+        raise TypeError(f"language must be an mdm_exact Language, got {type(language).__name__}")
+    single = np.ndim(x) == 1
+    return check_tokens(x, language.vocab_size), single
+
+
+def posterior(language: Language, x, *, max_bytes: float | None = None) -> Posterior:
+    """Exact token marginals given the revealed tokens of each row (never raises on impossible
+    rows; see ``Posterior.valid``).
+
+    x: (batch, length) int with ``MASK = -1`` at masked positions (a 1-D x is one row and the
+    batch axis is dropped from the result). Cost O(batch * length * V^n) for an n-gram,
+    O(batch * length * K^2) for a dense HMM; memory one (length, states) table per thread.
+    """
+    arr, single = _prepare(language, x)
+    batch, length = arr.shape
+    if isinstance(language, IntervalParity):
+        marg, log_z, valid = _interval_parity(language, arr, True)
+    else:
+        chain = _chain(language)
+        check_memory(
+            f"posterior(batch={batch}, length={length}) with {chain.num_states} states",
+            8.0 * (batch * length * language.vocab_size
+                   + numba.get_num_threads() * length * chain.num_states),
+            max_bytes,
+        )
+        marg, log_z = _marginals_kernel(
+            arr, chain.initial, chain.emission_t, chain.dense, chain.dense_t, chain.children_ptr,
+            chain.children, chain.children_p, chain.parents_ptr, chain.parents, chain.parents_p,
+            chain.emitters_ptr, chain.emitters,
+        )
+        valid = np.isfinite(log_z)
+    if single:
+        return Posterior(marg[0], log_z[0], valid[0])
+    return Posterior(marg, log_z, valid)
+
+
+def posterior_marginals(language: Language, x, *, max_bytes: float | None = None) -> np.ndarray:
+    """(batch, length, V) exact q(x_i = v | revealed tokens): the ideal denoiser q_{0|t} (eq. 2).
+
+    Raises ``ValueError`` naming the rows whose revealed tokens are impossible under q.
+    """
+    post = posterior(language, x, max_bytes=max_bytes)
+    bad = np.flatnonzero(~np.atleast_1d(post.valid))
+    if bad.size:
+        shown = ", ".join(str(i) for i in bad[:10]) + (" ..." if bad.size > 10 else "")
+        raise ValueError(
+            f"x has revealed tokens of probability zero under q in row(s) {shown}; "
+            "use posterior() to get a validity mask instead"
+        )
+    return post.marginals
+
+
+def log_prob(language: Language, x) -> np.ndarray:
+    """(batch,) log q of the revealed tokens of each row (masked positions marginalised), in
+    nats; ``-inf`` off the support. Full n-gram sequences use a direct table look-up."""
+    arr, single = _prepare(language, x)
+    if isinstance(language, IntervalParity):
+        out = _interval_parity(language, arr, False)[1]
+    elif isinstance(language, NGram) and np.all(arr >= 0):
+        out = _ngram_log_prob(language, arr)
+    else:
+        chain = _chain(language)
+        out = _log_evidence_kernel(arr, chain.initial, chain.emission_t, chain.dense_t,
+                                   chain.parents_ptr, chain.parents, chain.parents_p,
+                                   chain.emitters_ptr, chain.emitters)
+    return out[0] if single else out
+
+
+def _ngram_log_prob(language: NGram, x: np.ndarray) -> np.ndarray:
+    v, c = language.vocab_size, language.order - 1
+    batch, length = x.shape
+    with np.errstate(divide="ignore"):
+        if length < c:
+            init = language.initial.sum(axis=tuple(range(length, c)))
+            return np.log(init[tuple(x.T)])
+        out = np.log(language.initial[tuple(x[:, :c].T)])
+        if length > c:
+            windows = np.lib.stride_tricks.sliding_window_view(x, c + 1, axis=1)
+            idx = (windows * (v ** np.arange(c, -1, -1))).sum(axis=-1)
+            out = out + np.log(language.transition.ravel()[idx]).sum(axis=1)
+    return out
+
+
+def in_support(language: Language, x) -> np.ndarray:
+    """(batch,) exact test q(revealed tokens) > 0, in the Boolean semiring (no underflow)."""
+    arr, single = _prepare(language, x)
+    if isinstance(language, IntervalParity):
+        out = _interval_parity(language, arr, False)[2]
+    elif isinstance(language, NGram) and np.all(arr >= 0):
+        out = np.isfinite(_ngram_log_prob(language, arr))
+    else:
+        chain = _chain(language)
+        out = _support_kernel(arr, chain.initial > 0, chain.emission_t > 0, chain.parents_ptr,
+                              chain.parents)
+    return out[0] if single else out
+
+
+__all__ = ["MASK", "Posterior", "in_support", "log_prob", "posterior", "posterior_marginals"]
