@@ -94,11 +94,19 @@ def _build_chain(initial, rows, cols, vals, emission_t, dense_matrix) -> _Chain:
     )
 
 
-def _chain(language: Language) -> _Chain:
-    cached = _CHAINS.get(language)
-    if cached is not None:
-        return cached
-    if isinstance(language, NGram):
+IMPLEMENTATIONS = ("auto", "sparse", "dense")
+"""Engines of the chain: ``sparse`` iterates over the positive transitions (always used for
+n-grams, whose structure it is), ``dense`` over the full K x K matrix; ``auto`` picks dense for
+HMMs with more than ``DENSE_FRACTION`` non-zero transitions."""
+
+
+def _chain(language: Language, implementation: str = "auto") -> _Chain:
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
+    per_language = _CHAINS.setdefault(language, {})
+    if implementation in per_language:
+        return per_language[implementation]
+    if isinstance(language, NGram) and implementation != "dense":
         v, c = language.vocab_size, language.order - 1
         s = v**c
         flat = language.transition.reshape(s, v)
@@ -112,9 +120,12 @@ def _chain(language: Language) -> _Chain:
         hmm = language.as_hmm()
         a = hmm.transition
         rows, cols = np.nonzero(a > 0)
-        dense = a if rows.size > DENSE_FRACTION * a.size else None
-        chain = _build_chain(hmm.initial, rows, cols, a[rows, cols], hmm.emission.T, dense)
-    _CHAINS[language] = chain
+        dense = implementation == "dense" or (
+            implementation == "auto" and rows.size > DENSE_FRACTION * a.size
+        )
+        chain = _build_chain(hmm.initial, rows, cols, a[rows, cols], hmm.emission.T,
+                             a if dense else None)
+    per_language[implementation] = chain
     return chain
 
 
@@ -195,28 +206,39 @@ def _marginals_kernel(x, init, emit_t, dense, dense_t, c_ptr, c_idx, c_p, p_ptr,
             marg[b, :, :] = np.nan
             continue
         beta = np.ones(s_count)
-        eb = np.empty(s_count)
+        eb = np.empty(s_count)  # emission-weighted beta of the next position
         gamma = np.empty(s_count)
         for j in range(length - 1, -1, -1):
             if j < length - 1:
                 token = row[j + 1]
-                for s in range(s_count):
-                    eb[s] = beta[s] if token < 0 else beta[s] * emit_t[token, s]
+                if use_dense or token < 0:
+                    for s in range(s_count):
+                        eb[s] = beta[s] if token < 0 else beta[s] * emit_t[token, s]
+                    for s in range(s_count):
+                        acc = 0.0
+                        if use_dense:
+                            r = dense[s]
+                            for c in range(s_count):
+                                acc += r[c] * eb[c]
+                        else:
+                            for k in range(c_ptr[s], c_ptr[s + 1]):
+                                acc += c_p[k] * eb[c_idx[k]]
+                        gamma[s] = acc
+                else:
+                    # A revealed sparse step: only the parents of states emitting the token
+                    # receive mass, so push from those few states instead of pulling from all.
+                    gamma[:] = 0.0
+                    for e in range(e_ptr[token], e_ptr[token + 1]):
+                        sp = e_idx[e]
+                        w = beta[sp] * emit_t[token, sp]
+                        for k in range(p_ptr[sp], p_ptr[sp + 1]):
+                            gamma[p_idx[k]] += p_p[k] * w
                 total = 0.0
                 for s in range(s_count):
-                    acc = 0.0
-                    if use_dense:
-                        r = dense[s]
-                        for c in range(s_count):
-                            acc += r[c] * eb[c]
-                    else:
-                        for k in range(c_ptr[s], c_ptr[s + 1]):
-                            acc += c_p[k] * eb[c_idx[k]]
-                    beta[s] = acc
-                    total += acc
+                    total += gamma[s]
                 inv = 1.0 / total
                 for s in range(s_count):
-                    beta[s] *= inv
+                    beta[s] = gamma[s] * inv
             token = row[j]
             if token >= 0:
                 marg[b, j, token] = 1.0
@@ -228,8 +250,8 @@ def _marginals_kernel(x, init, emit_t, dense, dense_t, c_ptr, c_idx, c_p, p_ptr,
             inv = 1.0 / total
             for v in range(vocab):
                 acc = 0.0
-                for s in range(s_count):
-                    acc += emit_t[v, s] * gamma[s]
+                for e in range(e_ptr[v], e_ptr[v + 1]):
+                    acc += emit_t[v, e_idx[e]] * gamma[e_idx[e]]
                 marg[b, j, v] = acc * inv
     return marg, log_z
 
@@ -316,20 +338,23 @@ def _prepare(language: Language, x) -> tuple[np.ndarray, bool]:
     return check_tokens(x, language.vocab_size), single
 
 
-def posterior(language: Language, x, *, max_bytes: float | None = None) -> Posterior:
+def posterior(
+    language: Language, x, *, implementation: str = "auto", max_bytes: float | None = None
+) -> Posterior:
     """Exact token marginals given the revealed tokens of each row (never raises on impossible
     rows; see ``Posterior.valid``).
 
     x: (batch, length) int with ``MASK = -1`` at masked positions (a 1-D x is one row and the
     batch axis is dropped from the result). Cost O(batch * length * V^n) for an n-gram,
     O(batch * length * K^2) for a dense HMM; memory one (length, states) table per thread.
+    ``implementation``: see ``IMPLEMENTATIONS`` (the results agree to rounding).
     """
     arr, single = _prepare(language, x)
     batch, length = arr.shape
     if isinstance(language, IntervalParity):
         marg, log_z, valid = _interval_parity(language, arr, True)
     else:
-        chain = _chain(language)
+        chain = _chain(language, implementation)
         check_memory(
             f"posterior(batch={batch}, length={length}) with {chain.num_states} states",
             8.0 * (batch * length * language.vocab_size
@@ -347,12 +372,14 @@ def posterior(language: Language, x, *, max_bytes: float | None = None) -> Poste
     return Posterior(marg, log_z, valid)
 
 
-def posterior_marginals(language: Language, x, *, max_bytes: float | None = None) -> np.ndarray:
+def posterior_marginals(
+    language: Language, x, *, implementation: str = "auto", max_bytes: float | None = None
+) -> np.ndarray:
     """(batch, length, V) exact q(x_i = v | revealed tokens): the ideal denoiser q_{0|t} (eq. 2).
 
     Raises ``ValueError`` naming the rows whose revealed tokens are impossible under q.
     """
-    post = posterior(language, x, max_bytes=max_bytes)
+    post = posterior(language, x, implementation=implementation, max_bytes=max_bytes)
     bad = np.flatnonzero(~np.atleast_1d(post.valid))
     if bad.size:
         shown = ", ".join(str(i) for i in bad[:10]) + (" ..." if bad.size > 10 else "")
