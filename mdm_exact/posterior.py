@@ -62,6 +62,7 @@ class _Chain:
     parents_p: np.ndarray
     emitters_ptr: np.ndarray  # states with positive emission of token v
     emitters: np.ndarray
+    shift: np.ndarray  # n-grams: (S, V) next-token table of state s, successor (s mod S/V)*V + v
 
     @property
     def num_states(self) -> int:
@@ -78,7 +79,7 @@ def _csr(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n: int):
     return np.cumsum(ptr), cols[order].astype(np.int64), vals[order].astype(np.float64)
 
 
-def _build_chain(initial, rows, cols, vals, emission_t, dense_matrix) -> _Chain:
+def _build_chain(initial, rows, cols, vals, emission_t, dense_matrix, shift=None) -> _Chain:
     s = initial.shape[0]
     c_ptr, c_idx, c_p = _csr(rows, cols, vals, s)
     p_ptr, p_idx, p_p = _csr(cols, rows, vals, s)
@@ -91,6 +92,7 @@ def _build_chain(initial, rows, cols, vals, emission_t, dense_matrix) -> _Chain:
         empty if dense_matrix is None else np.ascontiguousarray(dense_matrix.T),
         empty if dense_matrix is None else np.ascontiguousarray(dense_matrix),
         c_ptr, c_idx, c_p, p_ptr, p_idx, p_p, e_ptr, e_idx,
+        empty if shift is None else np.ascontiguousarray(shift, dtype=np.float64),
     )
 
 
@@ -115,7 +117,7 @@ def _chain(language: Language, implementation: str = "auto") -> _Chain:
         emission_t = np.zeros((v, s))
         emission_t[np.arange(s) // v ** (c - 1), np.arange(s)] = 1.0
         chain = _build_chain(language.initial.ravel(), rows, cols, flat[rows, nxt], emission_t,
-                             None)
+                             None, flat)
     else:
         hmm = language.as_hmm()
         a = hmm.transition
@@ -133,7 +135,8 @@ def _chain(language: Language, implementation: str = "auto") -> _Chain:
 
 
 @numba.njit(cache=True)
-def _forward_row(row, init, emit_t, dense_t, p_ptr, p_idx, p_p, e_ptr, e_idx, alpha, store):
+def _forward_row(row, init, emit_t, dense_t, shift, p_ptr, p_idx, p_p, e_ptr, e_idx, alpha,
+                 store):
     """Scaled forward pass over one row; returns log-evidence (-inf if impossible).
 
     alpha: (L, S) when ``store`` else (2, S) as a rolling buffer.
@@ -142,30 +145,44 @@ def _forward_row(row, init, emit_t, dense_t, p_ptr, p_idx, p_p, e_ptr, e_idx, al
     s_count = init.shape[0]
     all_states = np.arange(s_count)
     use_dense = dense_t.shape[0] > 0
+    vv = shift.shape[1]
     log_z = 0.0
     prev = alpha[0]
     for j in range(length):
         cur = alpha[j] if store else alpha[j % 2]
         token = row[j]
         cur[:] = 0.0
-        states = all_states if token < 0 else e_idx[e_ptr[token]:e_ptr[token + 1]]
+        if j > 0 and token < 0 and vv > 0:
+            # n-gram, masked: push each state's V successors (contiguous, vectorisable).
+            r_count = s_count // vv
+            for s in range(s_count):
+                w = prev[s]
+                if w == 0.0:
+                    continue
+                base = (s % r_count) * vv
+                for v in range(vv):
+                    cur[base + v] += w * shift[s, v]
+            states = all_states
+        else:
+            states = all_states if token < 0 else e_idx[e_ptr[token]:e_ptr[token + 1]]
+            for sp in states:
+                if j == 0:
+                    acc = init[sp]
+                elif use_dense:
+                    acc = 0.0
+                    col = dense_t[sp]
+                    for p in range(s_count):
+                        acc += prev[p] * col[p]
+                else:
+                    acc = 0.0
+                    for k in range(p_ptr[sp], p_ptr[sp + 1]):
+                        acc += prev[p_idx[k]] * p_p[k]
+                if token >= 0:
+                    acc *= emit_t[token, sp]
+                cur[sp] = acc
         total = 0.0
         for sp in states:
-            if j == 0:
-                acc = init[sp]
-            elif use_dense:
-                acc = 0.0
-                col = dense_t[sp]
-                for p in range(s_count):
-                    acc += prev[p] * col[p]
-            else:
-                acc = 0.0
-                for k in range(p_ptr[sp], p_ptr[sp + 1]):
-                    acc += prev[p_idx[k]] * p_p[k]
-            if token >= 0:
-                acc *= emit_t[token, sp]
-            cur[sp] = acc
-            total += acc
+            total += cur[sp]
         if not total > 0.0:
             return -np.inf
         inv = 1.0 / total
@@ -177,30 +194,31 @@ def _forward_row(row, init, emit_t, dense_t, p_ptr, p_idx, p_p, e_ptr, e_idx, al
 
 
 @numba.njit(parallel=True, cache=True)
-def _log_evidence_kernel(x, init, emit_t, dense_t, p_ptr, p_idx, p_p, e_ptr, e_idx):
+def _log_evidence_kernel(x, init, emit_t, dense_t, shift, p_ptr, p_idx, p_p, e_ptr, e_idx):
     batch, _ = x.shape
     out = np.empty(batch)
     for b in numba.prange(batch):
         work = np.empty((2, init.shape[0]))
-        out[b] = _forward_row(x[b], init, emit_t, dense_t, p_ptr, p_idx, p_p, e_ptr, e_idx,
-                              work, False)
+        out[b] = _forward_row(x[b], init, emit_t, dense_t, shift, p_ptr, p_idx, p_p, e_ptr,
+                              e_idx, work, False)
     return out
 
 
 @numba.njit(parallel=True, cache=True)
-def _marginals_kernel(x, init, emit_t, dense, dense_t, c_ptr, c_idx, c_p, p_ptr, p_idx, p_p,
-                      e_ptr, e_idx):
+def _marginals_kernel(x, init, emit_t, dense, dense_t, shift, c_ptr, c_idx, c_p, p_ptr, p_idx,
+                      p_p, e_ptr, e_idx):
     batch, length = x.shape
     s_count = init.shape[0]
     vocab = emit_t.shape[0]
     marg = np.zeros((batch, length, vocab))
     log_z = np.empty(batch)
     use_dense = dense.shape[0] > 0
+    vv = shift.shape[1]
     for b in numba.prange(batch):
         row = x[b]
         alpha = np.zeros((length, s_count))
-        lz = _forward_row(row, init, emit_t, dense_t, p_ptr, p_idx, p_p, e_ptr, e_idx, alpha,
-                          True)
+        lz = _forward_row(row, init, emit_t, dense_t, shift, p_ptr, p_idx, p_p, e_ptr, e_idx,
+                          alpha, True)
         log_z[b] = lz
         if lz == -np.inf:
             marg[b, :, :] = np.nan
@@ -211,7 +229,15 @@ def _marginals_kernel(x, init, emit_t, dense, dense_t, c_ptr, c_idx, c_p, p_ptr,
         for j in range(length - 1, -1, -1):
             if j < length - 1:
                 token = row[j + 1]
-                if use_dense or token < 0:
+                if token < 0 and vv > 0:
+                    r_count = s_count // vv
+                    for s in range(s_count):
+                        acc = 0.0
+                        base = (s % r_count) * vv
+                        for v in range(vv):
+                            acc += shift[s, v] * beta[base + v]
+                        gamma[s] = acc
+                elif use_dense or token < 0:
                     for s in range(s_count):
                         eb[s] = beta[s] if token < 0 else beta[s] * emit_t[token, s]
                     for s in range(s_count):
@@ -362,7 +388,8 @@ def posterior(
             max_bytes,
         )
         marg, log_z = _marginals_kernel(
-            arr, chain.initial, chain.emission_t, chain.dense, chain.dense_t, chain.children_ptr,
+            arr, chain.initial, chain.emission_t, chain.dense, chain.dense_t, chain.shift,
+            chain.children_ptr,
             chain.children, chain.children_p, chain.parents_ptr, chain.parents, chain.parents_p,
             chain.emitters_ptr, chain.emitters,
         )
@@ -401,7 +428,7 @@ def log_prob(language: Language, x) -> np.ndarray:
     else:
         chain = _chain(language)
         out = _log_evidence_kernel(arr, chain.initial, chain.emission_t, chain.dense_t,
-                                   chain.parents_ptr, chain.parents, chain.parents_p,
+                                   chain.shift, chain.parents_ptr, chain.parents, chain.parents_p,
                                    chain.emitters_ptr, chain.emitters)
     return out[0] if single else out
 

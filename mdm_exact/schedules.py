@@ -87,7 +87,8 @@ class Schedule:
     def hazards(self) -> np.ndarray:
         """(N,) p^(k) / (1 - P^(k)): the probability that a still-masked position is revealed at
         step k (the reverse step's (alpha_s - alpha_t) / (1 - alpha_t))."""
-        remaining = 1.0 - self.revealed_before
+        # Suffix sums rather than 1 - P^(k): the last non-empty step gets hazard exactly 1.
+        remaining = np.cumsum(self._masses[::-1])[::-1]
         with np.errstate(divide="ignore", invalid="ignore"):
             h = np.where(remaining > 0, self._masses / remaining, 1.0)
         return np.clip(h, 0.0, 1.0)

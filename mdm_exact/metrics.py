@@ -1,0 +1,81 @@
+"""Monte-Carlo estimators with confidence intervals (THEORY.md §2 eqs. 4-5, §12).
+
+- ``sequence_error_rate``: SER (eq. 5), the fraction of sequences outside supp(q), Wilson interval;
+- ``generative_log_perplexity``: E_{x~p}[-log q(x)] / L (the paper's experiments; the opposite KL
+  direction to eq. 4), t interval; ``generative_perplexity`` is its exponential;
+- ``jensen_bound``: the unbiased estimate of Lemma B.2's E_tau KL(q || p_tau) (§12), the computable
+  upper bound on eq. 4's log TER(p) - log TER(q) = KL(q || p) / L at any length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from ._utils import MASK, as_rng, check_positive_int
+from .estimate import Estimate, mean_interval, wilson_interval
+from .languages import Language
+from .sampling import Denoiser, call_denoiser, resolve_denoiser
+from .schedules import Plan, check_plan
+
+
+def sequence_error_rate(language: Language, tokens, confidence: float = 0.95) -> Estimate:
+    """SER (eq. 5) of samples ``tokens`` (num, L): share not in supp(q), Wilson interval.
+
+    The support test is exact (Boolean semiring)."""
+    ok = np.asarray(language.in_support(tokens))
+    return wilson_interval(int((~ok).sum()), ok.size, confidence)
+
+
+def generative_log_perplexity(language: Language, tokens, confidence: float = 0.95) -> Estimate:
+    """E_{x~p}[-log q(x)] / L in nats per token, from samples ``tokens`` (num, L) of p.
+
+    +inf (with an infinite interval) as soon as one sample lies outside supp(q)."""
+    tokens = np.atleast_2d(tokens)
+    values = -np.asarray(language.log_prob(tokens)) / tokens.shape[1]
+    if not np.all(np.isfinite(values)):
+        inf = float("inf")
+        return Estimate(inf, inf, inf, "monte-carlo t", confidence, values.size)
+    return mean_interval(values, confidence)
+
+
+def generative_perplexity(language: Language, tokens, confidence: float = 0.95) -> Estimate:
+    """exp of ``generative_log_perplexity`` (GenPPL of §5), interval mapped through exp."""
+    est = generative_log_perplexity(language, tokens, confidence)
+    with np.errstate(over="ignore"):
+        return replace(est, value=float(np.exp(est.value)), low=float(np.exp(est.low)),
+                       high=float(np.exp(est.high)))
+
+
+def jensen_bound(
+    language: Language,
+    schedule: Plan,
+    length: int,
+    num_samples: int,
+    denoiser: Denoiser | None = None,
+    rng=None,
+    confidence: float = 0.95,
+) -> Estimate:
+    """Unbiased Monte-Carlo estimate of E_tau KL(q || p_tau) in nats per sequence (§12, Lemma B.2).
+
+    Each sample draws x ~ q and tau ~ plan and scores
+    log q(x) - sum_k sum_{j in tau_k} log p_theta(x_j | x_{T<k}); every term is one denoiser call
+    on x with the positions of steps >= k masked. Divide by L for nats per token.
+    """
+    plan = check_plan(schedule)
+    length = plan.check_length(length)
+    num = check_positive_int("num_samples", num_samples, 2)
+    den = resolve_denoiser(language, denoiser)
+    gen = as_rng(rng)
+    x = language.sample(num, length, gen)
+    steps = plan.draw_steps(num, length, gen)
+    score = np.asarray(language.log_prob(x), dtype=np.float64).copy()
+    rows_idx = np.arange(num)[:, None]
+    for k in np.unique(steps):
+        partial = np.where(steps < k, x, MASK)
+        probs = call_denoiser(den, partial, language.vocab_size)
+        chosen = probs[rows_idx, np.arange(length)[None, :], x]
+        with np.errstate(divide="ignore"):
+            score -= np.where(steps == k, np.log(chosen), 0.0).sum(axis=1)
+    return mean_interval(score, confidence)
