@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 
 @dataclass(frozen=True)
@@ -63,6 +62,8 @@ def mean_interval(values, confidence: float = 0.95) -> Estimate:
     n = v.size
     if n < 2:
         raise ValueError(f"values must hold at least 2 samples for an interval, got {n}")
+    from scipy import stats  # deferred: scipy.stats costs ~0.5 s to import
+
     mean = float(v.mean())
     half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * v.std(ddof=1) / np.sqrt(n))
     return Estimate(mean, mean - half, mean + half, "monte-carlo t", confidence, n)
@@ -74,6 +75,8 @@ def wilson_interval(successes: int, trials: int, confidence: float = 0.95) -> Es
         raise ValueError(f"trials must be >= 1, got {trials}")
     if not 0 <= successes <= trials:
         raise ValueError(f"successes must lie in [0, trials={trials}], got {successes}")
+    from scipy import stats
+
     z = float(stats.norm.ppf(0.5 + confidence / 2))
     p = successes / trials
     denom = 1 + z * z / trials

@@ -1,0 +1,7 @@
+"""``python -m mdm_exact``: the ``mdm-exact`` command line."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
