@@ -95,6 +95,7 @@ def _cmd_language(args) -> int:
             for row in value:
                 print("  " + " ".join(str(t) for t in row))
         elif key == "metadata":
+            print("metadata:")
             for mk, mv in value.items():
                 print(f"  {mk}: {mv}")
         else:
