@@ -3,15 +3,11 @@
 Feng et al., "Theoretical Benefit and Limitation of Diffusion Language Model" (arXiv 2502.09622):
 languages q, the exact reverse conditionals, the distribution factorized parallel unmasking really
 produces, its KL / TER / SER, and every bound of the paper checked numerically.
-
-The numba-backed engines are imported on first use, so that ``import mdm_exact`` and the CLI
-start fast.
 """
-
-from importlib import import_module
 
 from ._utils import MASK
 from .estimate import Estimate
+from .exact import ExactMetrics, exact_metrics, output_distribution
 from .languages import (
     HMM,
     PRESETS,
@@ -24,41 +20,17 @@ from .languages import (
     random_ngram,
     save_language,
 )
+from .metrics import (
+    generative_log_perplexity,
+    generative_perplexity,
+    jensen_bound,
+    sequence_error_rate,
+)
+from .posterior import Posterior, in_support, log_prob, posterior, posterior_marginals
+from .sampling import Oracle, PerturbedOracle, SampleResult, sample
 from .schedules import DeterministicPlan, FixedCountPlan, Schedule
 
 __version__ = "0.1.0"
-
-_LAZY = {
-    "Posterior": "posterior",
-    "in_support": "posterior",
-    "log_prob": "posterior",
-    "posterior": "posterior",
-    "posterior_marginals": "posterior",
-    "Oracle": "sampling",
-    "PerturbedOracle": "sampling",
-    "SampleResult": "sampling",
-    "sample": "sampling",
-    "ExactMetrics": "exact",
-    "exact_metrics": "exact",
-    "output_distribution": "exact",
-    "generative_log_perplexity": "metrics",
-    "generative_perplexity": "metrics",
-    "jensen_bound": "metrics",
-    "sequence_error_rate": "metrics",
-}
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'mdm_exact' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
-
 
 __all__ = [
     "HMM",
@@ -66,15 +38,30 @@ __all__ = [
     "PRESETS",
     "DeterministicPlan",
     "Estimate",
+    "ExactMetrics",
     "FixedCountPlan",
     "IntervalParity",
     "Language",
     "NGram",
+    "Oracle",
+    "PerturbedOracle",
+    "Posterior",
+    "SampleResult",
     "Schedule",
+    "exact_metrics",
+    "generative_log_perplexity",
+    "generative_perplexity",
+    "in_support",
+    "jensen_bound",
     "load_language",
+    "log_prob",
+    "output_distribution",
+    "posterior",
+    "posterior_marginals",
     "preset",
     "random_hmm",
     "random_ngram",
+    "sample",
     "save_language",
-    *_LAZY,
+    "sequence_error_rate",
 ]

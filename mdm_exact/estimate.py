@@ -82,5 +82,7 @@ def wilson_interval(successes: int, trials: int, confidence: float = 0.95) -> Es
     denom = 1 + z * z / trials
     center = (p + z * z / (2 * trials)) / denom
     half = z * np.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denom
-    return Estimate(p, max(0.0, center - half), min(1.0, center + half), "wilson", confidence,
-                    trials)
+    # At 0 and at all successes the exact endpoints are 0 and 1; rounding must not exclude them.
+    low = 0.0 if successes == 0 else max(0.0, float(center - half))
+    high = 1.0 if successes == trials else min(1.0, float(center + half))
+    return Estimate(p, low, high, "wilson", confidence, trials)

@@ -19,10 +19,10 @@ process is a Markov chain on partial states in {MASK, 0..V-1}^L, of which there 
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy.special import comb
 
 from ._utils import MASK, check_memory
 from .languages import Language
@@ -80,7 +80,8 @@ def _plan_weights(plan: Plan, step: int, count, open_count, mask):
         return h**count * (1.0 - h) ** (open_count - count)
     if isinstance(plan, FixedCountPlan):
         m = int(plan.counts[step])
-        ways = comb(open_count, m)
+        ways = np.array([float(math.comb(o, m)) for o in range(int(open_count.max()) + 1)])
+        ways = ways[open_count]
         return np.where((count == m) & (ways > 0), 1.0 / np.maximum(ways, 1.0), 0.0)
     tau = int(np.bitwise_or.reduce(1 << plan.sets[step])) if plan.sets[step].size else 0
     return (mask == tau).astype(float)
@@ -169,7 +170,7 @@ def _reveal_weights(plan: Plan, states: np.ndarray) -> np.ndarray:
         per_r = np.zeros(length + 1)
         for c, m in zip(done, plan.counts, strict=True):
             if m:
-                per_r[c] += m / (comb(length, c) * (length - c))
+                per_r[c] += m / (math.comb(length, c) * (length - c))
         out[:] = per_r[r][:, None]
     else:
         seen = np.zeros(length, dtype=bool)
@@ -242,8 +243,10 @@ def exact_metrics(
     weights = _reveal_weights(plan, tables.states)
     with np.errstate(divide="ignore", invalid="ignore"):
         cross = np.where(oracle_probs > 0, oracle_probs * np.log(tables.probs), 0.0).sum(axis=2)
+        # Only pairs the plan can reach count: a -inf cross term of weight 0 is 0, not NaN.
+        reached = np.where(weights > 0, weights * cross, 0.0)
     live = qs > 0
-    expected_log_p = float((qs[live, None] * weights[live] * cross[live]).sum())
+    expected_log_p = float((qs[live, None] * reached[live]).sum())
     jensen = -entropy - expected_log_p
     return ExactMetrics(
         kl=kl,

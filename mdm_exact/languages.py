@@ -476,13 +476,18 @@ def _prune(rows: np.ndarray, threshold: float) -> tuple[np.ndarray, float]:
     return out, float(pruned.mean())
 
 
-def _check_generator_args(temperature, threshold, vocab_size) -> None:
-    check_positive_int("vocab_size", vocab_size, 1)
+def _check_generator_args(
+    temperature_name: str, temperature, threshold, row_width: int, width_name: str
+) -> None:
+    """A row's largest entry is >= 1/row_width, so a threshold below that never empties a row."""
     if not (np.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
-    if not (0 <= threshold < 1 / vocab_size):
         raise ValueError(
-            f"threshold must lie in [0, 1/vocab_size) = [0, {1 / vocab_size:g}), got {threshold!r}"
+            f"{temperature_name} must be a positive finite number, got {temperature!r}"
+        )
+    if not (0 <= threshold < 1 / row_width):
+        raise ValueError(
+            f"threshold must lie in [0, 1/{width_name}) = [0, {1 / row_width:g}), "
+            f"got {threshold!r}"
         )
 
 
@@ -501,7 +506,8 @@ def random_ngram(
     The initial distribution over the first n-1 tokens is not pruned (the paper leaves it open).
     """
     order = check_positive_int("order", order, 2)
-    _check_generator_args(temperature, threshold, vocab_size)
+    vocab_size = check_positive_int("vocab_size", vocab_size, 1)
+    _check_generator_args("temperature", temperature, threshold, vocab_size, "vocab_size")
     rng = as_rng(seed)
     shape = (vocab_size ** (order - 1), vocab_size)
     rows, pruned = _prune(_random_rows(rng, shape, temperature, parameterization), threshold)
@@ -535,7 +541,10 @@ def random_hmm(
     ``metadata`` records ``pruned_fraction_transition`` and ``pruned_fraction_emission``.
     """
     num_states = check_positive_int("num_states", num_states, 1)
-    _check_generator_args(randomness, threshold, min(vocab_size, num_states))
+    vocab_size = check_positive_int("vocab_size", vocab_size, 1)
+    # Transition rows have num_states entries and emission rows vocab_size: bound by the wider.
+    _check_generator_args("randomness", randomness, threshold, max(num_states, vocab_size),
+                          "max(num_states, vocab_size)")
     rng = as_rng(seed)
     a, pa = _prune(_random_rows(rng, (num_states, num_states), randomness, parameterization),
                    threshold)
@@ -633,7 +642,8 @@ def load_language(path: str | Path) -> Language:
     elif path.suffix == ".npz":
         with np.load(path, allow_pickle=False) as npz:
             data = {k: npz[k] for k in npz.files}
-        data["kind"] = str(data["kind"])
+        if "kind" in data:
+            data["kind"] = str(data["kind"])
         data["metadata"] = json.loads(str(data.get("metadata", "{}")))
         for key in ("order", "interval"):
             if key in data:

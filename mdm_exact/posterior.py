@@ -86,13 +86,19 @@ def _build_chain(initial, rows, cols, vals, emission_t, dense_matrix, shift=None
     e_rows, e_cols = np.nonzero(emission_t > 0)
     e_ptr, e_idx, _ = _csr(e_rows, e_cols, np.ones(e_rows.size), emission_t.shape[0])
     empty = np.zeros((0, 0))
+
+    def owned(a):
+        # Always a fresh writable C array: numba compiles a separate specialisation for every
+        # read-only/writable combination of arguments, and the language tables are read-only.
+        return np.array(a, dtype=np.float64, order="C")
+
     return _Chain(
-        np.ascontiguousarray(initial, dtype=np.float64),
-        np.ascontiguousarray(emission_t, dtype=np.float64),
-        empty if dense_matrix is None else np.ascontiguousarray(dense_matrix.T),
-        empty if dense_matrix is None else np.ascontiguousarray(dense_matrix),
+        owned(initial),
+        owned(emission_t),
+        empty if dense_matrix is None else owned(dense_matrix.T),
+        empty if dense_matrix is None else owned(dense_matrix),
         c_ptr, c_idx, c_p, p_ptr, p_idx, p_p, e_ptr, e_idx,
-        empty if shift is None else np.ascontiguousarray(shift, dtype=np.float64),
+        empty if shift is None else owned(shift),
     )
 
 

@@ -107,7 +107,8 @@ class Schedule:
         """Appendix D: expected number of non-empty steps, sum_k [1 - (1 - p^(k))^L]; this is
         what ddpm_cache pays in network calls. Always <= min(N, L)."""
         length = check_positive_int("length", length)
-        return float(-np.expm1(length * np.log1p(-np.minimum(self._masses, 1.0))).sum())
+        with np.errstate(divide="ignore"):  # a step of mass 1: log1p(-1) = -inf, term 1
+            return float(-np.expm1(length * np.log1p(-np.minimum(self._masses, 1.0))).sum())
 
     def check_length(self, length: int) -> int:
         return check_positive_int("length", length)

@@ -1,0 +1,112 @@
+"""The ``mdm-exact train`` and ``mdm-exact evaluate`` subcommands (wired by ``mdm_exact.cli``).
+
+``add_*_arguments(parser)`` fills an ``argparse`` parser; ``run_*(args)`` runs it and returns the
+exit status. Bad inputs raise a one-line ``ValueError`` / ``FileNotFoundError`` for the CLI to
+print.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+from ..languages import PRESETS, load_language, preset
+from .evaluate import evaluate_run
+from .model import KINDS, ModelConfig
+from .train import TrainConfig, train
+
+DEFAULT_STEPS = "8,16,32,64"
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``mdm-exact train``."""
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--preset", help=f"a Table 1 language: {', '.join(sorted(PRESETS))}")
+    source.add_argument("--language", metavar="FILE",
+                        help="a language file written by save_language (.json or .npz)")
+    parser.add_argument("--length", type=int, default=64,
+                        help="sequence length L, also the model's context (default 64)")
+    parser.add_argument("--kind", choices=KINDS, default="mdm",
+                        help="mdm: masked diffusion denoiser; ar: autoregressive baseline")
+    parser.add_argument("--steps", type=int, default=3000, help="optimizer steps (default 3000)")
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="run directory (created; an existing run of this kind resumes)")
+    parser.add_argument("--seed", type=int, default=0, help="data, masks and init seed")
+    parser.add_argument("--width", type=int, default=128, help="model width (default 128)")
+    parser.add_argument("--depth", type=int, default=4, help="transformer blocks (default 4)")
+    parser.add_argument("--heads", type=int, default=4, help="attention heads (default 4)")
+    parser.add_argument("--batch-size", type=int, default=64, help="sequences per step")
+    parser.add_argument("--lr", type=float, default=3e-4,
+                        help="peak learning rate (default 3e-4; 10%% warmup, cosine decay)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Train (or resume) and print where the run went."""
+    language = preset(args.preset) if args.preset else load_language(args.language)
+    model_config = ModelConfig(args.kind, language.vocab_size, args.length, width=args.width,
+                               depth=args.depth, heads=args.heads)
+    train_config = TrainConfig(args.length, steps=args.steps, batch_size=args.batch_size,
+                               lr=args.lr, seed=args.seed)
+    result = train(language, model_config, train_config, args.out, device=args.device)
+    tail = result.losses[-min(100, result.losses.size):]
+    entropy_rate = language.entropy(args.length).value / args.length
+    print(f"trained {args.kind} ({result.model.num_parameters():,} parameters) for "
+          f"{result.step} steps into {args.out}: loss {tail.mean():.4f} nats/token over the last "
+          f"{tail.size} steps (H(q)/L = {entropy_rate:.4f})")
+    return 0
+
+
+def _steps_list(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"--steps must be a comma-separated list of integers, got {text!r}"
+                         ) from None
+    if not values or min(values) < 1:
+        raise ValueError(f"--steps must list positive integers, got {text!r}")
+    return values
+
+
+def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``mdm-exact evaluate``."""
+    parser.add_argument("run", metavar="RUN_DIR", help="a directory written by mdm-exact train")
+    parser.add_argument("--steps", default=DEFAULT_STEPS,
+                        help=f"sampling steps N, comma-separated (default {DEFAULT_STEPS})")
+    parser.add_argument("--samples", type=int, default=1000, help="samples per row")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
+    parser.add_argument("--schedule", default="linear",
+                        help="linear, cosine, loglinear[:EPS] or polynomial:A (default linear)")
+    parser.add_argument("--length", type=int, default=None,
+                        help="sequence length (default: the trained length)")
+    parser.add_argument("--ar", metavar="DIR", default=None,
+                        help="run directory of an autoregressive baseline (default: RUN_DIR's, "
+                             "if it holds one)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def _json_safe(value):
+    """Strict JSON: an infinite perplexity becomes the string "inf" (likewise "-inf", "nan")."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """Evaluate a run and print the table (or JSON)."""
+    report = evaluate_run(args.run, _steps_list(args.steps), args.samples, seed=args.seed,
+                          ar_dir=args.ar, length=args.length, schedule=args.schedule,
+                          device=args.device)
+    if args.json:
+        json.dump(_json_safe(report.as_dict()), sys.stdout, indent=2, allow_nan=False)
+        sys.stdout.write("\n")
+    else:
+        print(report.format())
+    return 0

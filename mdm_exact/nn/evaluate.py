@@ -1,0 +1,327 @@
+"""Learned models measured against the exact language (THEORY.md §2, §3, §5 experiments, §7).
+
+For each number of steps N, the learned MDM and the ``Oracle`` run the same schedule with the same
+seed (so the same reveal steps tau), and every sample is scored exactly:
+
+- generative log-perplexity E_{x~p}[-log q(x)] / L (``metrics.generative_log_perplexity``; +inf as
+  soon as one sample is outside supp(q), so the mean over in-support samples is shown beside it);
+- SER (eq. 5) by the exact support test (``metrics.sequence_error_rate``), Wilson interval;
+- NFE: N for ddpm, the mean number of non-empty steps for ddpm_cache (Appendix D), with its
+  expectation sum_k 1 - (1 - p^(k))^L.
+
+An autoregressive model, when given, is scored the same way (left to right, NFE = L). The
+measured learning error is Assumption 4.1 itself: KL(q(x_i | x_t) || p_theta(x_i | x_t)) at the
+masked positions of x_t, with x ~ q and each position masked with probability t, at several t;
+q(x_i | x_t) is the exact ``posterior_marginals``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._utils import MASK, as_rng, check_positive_int
+from ..estimate import Estimate, mean_interval
+from ..languages import Language
+from ..metrics import generative_log_perplexity, sequence_error_rate
+from ..posterior import posterior_marginals
+from ..sampling import Denoiser, Oracle, call_denoiser, kl_rows
+from ..schedules import Schedule
+from .sample import Generation, TorchDenoiser, autoregressive, ddpm_cache
+from .train import LANGUAGE_FILE, load_model
+
+DEFAULT_TIMES = (0.1, 0.3, 0.5, 0.7, 0.9)
+"""Masking levels t at which the learning error is measured."""
+
+LEARNING_ERROR_SEQUENCES = 256
+"""Sequences x ~ q drawn per t for the learning error."""
+
+# Distinct streams of one seed: schedules (with N), the AR baseline, the learning error.
+_SCHEDULE_STREAM, _AR_STREAM, _LEARNING_STREAM = 1, 2, 3
+
+
+@dataclass(frozen=True)
+class LearningErrorAtTime:
+    """KL(q(x_i | x_t) || p_theta(x_i | x_t)) in nats over ``positions`` masked positions."""
+
+    t: float
+    positions: int
+    mean: float
+    p95: float
+    max: float
+
+
+@dataclass(frozen=True)
+class LearningError:
+    """Assumption 4.1 measured: per masking level and pooled over all of them (nats)."""
+
+    per_time: tuple[LearningErrorAtTime, ...]
+    positions: int
+    mean: float
+    p95: float
+    max: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _summary(kl: np.ndarray) -> tuple[int, float, float, float]:
+    if kl.size == 0:
+        return 0, float("nan"), float("nan"), float("nan")
+    return kl.size, float(kl.mean()), float(np.quantile(kl, 0.95)), float(kl.max())
+
+
+def learning_error(
+    language: Language,
+    denoiser: Denoiser,
+    length: int,
+    *,
+    times=DEFAULT_TIMES,
+    num_sequences: int = LEARNING_ERROR_SEQUENCES,
+    rng=None,
+) -> LearningError:
+    """The distribution of KL(q(x_i | x_t) || p_theta(x_i | x_t)) over masked positions.
+
+    For each t in ``times``: ``num_sequences`` x ~ q of ``length`` tokens, each position masked
+    independently with probability t, the exact posterior against ``denoiser`` at the masked
+    positions. Reports the mean, 95th percentile and max per t and pooled.
+    """
+    length = check_positive_int("length", length)
+    num = check_positive_int("num_sequences", num_sequences)
+    ts = [float(t) for t in np.atleast_1d(times)]
+    if not ts or any(not 0 < t <= 1 for t in ts):
+        raise ValueError(f"times must be non-empty and lie in (0, 1], got {times!r}")
+    gen = as_rng(rng)
+    per_time, pooled = [], []
+    for t in ts:
+        x = language.sample(num, length, gen)
+        masked = gen.random(x.shape) < t
+        xt = np.where(masked, MASK, x)
+        q = posterior_marginals(language, xt)
+        p = call_denoiser(denoiser, xt, language.vocab_size)
+        kl = kl_rows(q, p)[masked]
+        pooled.append(kl)
+        per_time.append(LearningErrorAtTime(t, *_summary(kl)))
+    return LearningError(tuple(per_time), *_summary(np.concatenate(pooled)))
+
+
+@dataclass(frozen=True)
+class ScheduleRow:
+    """One sampler run scored against q.
+
+    ``model``: ``"mdm"``, ``"oracle"`` or ``"ar"``; ``steps``: N (L for AR); ``nfe_ddpm``: N;
+    ``nfe_cache``: mean per-sequence NFE of ddpm_cache; ``expected_nfe``: its expectation;
+    ``gen_log_ppl``: over all samples; ``gen_log_ppl_valid``: over the in-support samples
+    (None when fewer than 2); ``ser``: sequence error rate.
+    """
+
+    steps: int
+    model: str
+    nfe_ddpm: int
+    nfe_cache: float
+    expected_nfe: float
+    gen_log_ppl: Estimate
+    gen_log_ppl_valid: Estimate | None
+    ser: Estimate
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in asdict(self).items()}
+        for key in ("gen_log_ppl", "gen_log_ppl_valid", "ser"):
+            value = getattr(self, key)
+            out[key] = None if value is None else value.as_dict()
+        return out
+
+
+def _score(language: Language, gen: Generation, steps: int, model: str, expected_nfe: float
+           ) -> ScheduleRow:
+    valid = np.asarray(language.in_support(gen.tokens))
+    per_seq = -np.asarray(language.log_prob(gen.tokens[valid])) / gen.tokens.shape[1]
+    return ScheduleRow(
+        steps=steps,
+        model=model,
+        nfe_ddpm=steps,
+        nfe_cache=float(gen.nfe.mean()),
+        expected_nfe=float(expected_nfe),
+        gen_log_ppl=generative_log_perplexity(language, gen.tokens),
+        gen_log_ppl_valid=mean_interval(per_seq) if per_seq.size >= 2 else None,
+        ser=sequence_error_rate(language, gen.tokens),
+    )
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A full report: ``rows`` in order of N (MDM then Oracle), then the AR row if any."""
+
+    language: str
+    length: int
+    num_samples: int
+    seed: int
+    schedule: str
+    entropy_rate: float
+    rows: tuple[ScheduleRow, ...]
+    learning_error: LearningError | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "language": self.language,
+            "length": self.length,
+            "num_samples": self.num_samples,
+            "seed": self.seed,
+            "schedule": self.schedule,
+            "entropy_rate": self.entropy_rate,
+            "rows": [row.as_dict() for row in self.rows],
+            "learning_error": None if self.learning_error is None
+            else self.learning_error.as_dict(),
+        }
+
+    def row(self, model: str, steps: int) -> ScheduleRow:
+        """The row of ``model`` at ``steps``."""
+        for r in self.rows:
+            if r.model == model and r.steps == steps:
+                return r
+        raise KeyError(f"no {model} row at {steps} steps")
+
+    def format(self) -> str:
+        """Plain-text report (the CLI's table)."""
+        lines = [
+            f"language {self.language}, L = {self.length}, {self.num_samples} samples per row, "
+            f"schedule {self.schedule}, seed {self.seed}",
+            f"entropy rate H(q)/L = {self.entropy_rate:.4f} nats/token (the generative "
+            "log-perplexity of q itself)",
+        ]
+        if self.learning_error is not None:
+            le = self.learning_error
+            lines += ["", "learning error KL(q(x_i|x_t) || p_theta(x_i|x_t)), nats, over masked "
+                      "positions (Assumption 4.1):",
+                      f"{'t':>6} {'positions':>10} {'mean':>9} {'p95':>9} {'max':>9}"]
+            for r in le.per_time:
+                lines.append(f"{r.t:>6.2f} {r.positions:>10d} {r.mean:>9.4f} {r.p95:>9.4f} "
+                             f"{r.max:>9.4f}")
+            lines.append(f"{'all':>6} {le.positions:>10d} {le.mean:>9.4f} {le.p95:>9.4f} "
+                         f"{le.max:>9.4f}")
+        header = (f"{'steps':>5} {'model':<6} {'NFE':>5} {'NFE cache (E)':>15} "
+                  f"{'gen log-ppl [95%]':>24} {'valid-only [95%]':>24} {'SER [95%]':>24}")
+        lines += ["", header, "-" * len(header)]
+        for r in self.rows:
+            lines.append(
+                f"{r.steps:>5d} {r.model:<6} {r.nfe_ddpm:>5d} "
+                f"{f'{r.nfe_cache:.2f} ({r.expected_nfe:.2f})':>15} "
+                f"{_interval(r.gen_log_ppl):>24} {_interval(r.gen_log_ppl_valid):>24} "
+                f"{_interval(r.ser):>24}"
+            )
+        return "\n".join(lines)
+
+
+def _interval(est: Estimate | None) -> str:
+    if est is None:
+        return "n/a"
+    if not np.isfinite(est.value):
+        return "inf"
+    return f"{est.value:.4f} [{est.low:.4f}, {est.high:.4f}]"
+
+
+def _describe(language: Language) -> str:
+    name = language.metadata.get("preset")
+    return f"{language!r}" + (f" (preset {name})" if name else "")
+
+
+def evaluate(
+    language: Language,
+    length: int,
+    steps,
+    num_samples: int,
+    *,
+    mdm: Denoiser | None = None,
+    ar: Denoiser | None = None,
+    schedule: str = "linear",
+    seed: int = 0,
+    learning_error_sequences: int = LEARNING_ERROR_SEQUENCES,
+) -> Evaluation:
+    """Score ``mdm`` and the Oracle with ddpm_cache on ``Schedule.named(schedule, N)`` for each N
+    in ``steps``, ``ar`` left to right, and ``mdm``'s learning error; all reproducible from
+    ``seed``. Without ``mdm``, only the AR row (and no Oracle rows) is produced."""
+    length = check_positive_int("length", length)
+    num = check_positive_int("num_samples", num_samples, 2)
+    seed = check_positive_int("seed", seed, 0)
+    ns = [check_positive_int("steps", int(n)) for n in np.atleast_1d(steps)]
+    if mdm is None and ar is None:
+        raise ValueError("evaluate needs an mdm or an ar denoiser")
+    rows = []
+    if mdm is not None:
+        oracle = Oracle(language)
+        for n in ns:
+            plan = Schedule.named(schedule, n)
+            for name, den in (("mdm", mdm), ("oracle", oracle)):
+                rng = np.random.default_rng([seed, _SCHEDULE_STREAM, n])
+                gen = ddpm_cache(den, language, plan, length, num, rng)
+                rows.append(_score(language, gen, n, name, plan.expected_nfe(length)))
+    if ar is not None:
+        gen = autoregressive(ar, language, length, num, np.random.default_rng([seed, _AR_STREAM]))
+        rows.append(_score(language, gen, length, "ar", length))
+    le = None
+    if mdm is not None:
+        le = learning_error(language, mdm, length, num_sequences=learning_error_sequences,
+                            rng=np.random.default_rng([seed, _LEARNING_STREAM]))
+    return Evaluation(
+        language=_describe(language),
+        length=length,
+        num_samples=num,
+        seed=seed,
+        schedule=schedule,
+        entropy_rate=float(language.entropy(length).value) / length,
+        rows=tuple(rows),
+        learning_error=le,
+    )
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    steps,
+    num_samples: int,
+    *,
+    seed: int = 0,
+    ar_dir: str | Path | None = None,
+    length: int | None = None,
+    schedule: str = "linear",
+    device: str | None = "auto",
+) -> Evaluation:
+    """``evaluate`` on the checkpoints of a run directory (``train.load_model``).
+
+    The MDM is ``run_dir``'s; the AR baseline is ``ar_dir``'s when given, else ``run_dir``'s if
+    it holds one. ``length`` defaults to the trained length and may not exceed the context.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"no run directory at {str(run_dir)!r}")
+    has_mdm = (run_dir / "mdm.pt").exists()
+    if ar_dir is None and (run_dir / "ar.pt").exists():
+        ar_dir = run_dir
+    if not has_mdm and ar_dir is None:
+        raise FileNotFoundError(f"{str(run_dir)!r} holds no trained model (mdm.pt or ar.pt)")
+    mdm_model, language = load_model(run_dir, "mdm", device) if has_mdm else (None, None)
+    ar_model = None
+    if ar_dir is not None:
+        ar_model, ar_language = load_model(ar_dir, "ar", device)
+        if language is None:
+            language = ar_language
+        elif json.dumps(ar_language.to_dict()) != json.dumps(language.to_dict()):
+            raise ValueError(f"the AR run {str(ar_dir)!r} was trained on a different language "
+                             f"than {str(run_dir / LANGUAGE_FILE)!r}")
+    first = mdm_model if mdm_model is not None else ar_model
+    kind_dir = run_dir if mdm_model is not None else Path(ar_dir)
+    trained = json.loads((kind_dir / f"{first.config.kind}.json").read_text())["train"]["length"]
+    length = trained if length is None else check_positive_int("length", length)
+    for model in (mdm_model, ar_model):
+        if model is not None and length > model.config.max_length:
+            raise ValueError(f"length must be <= the {model.config.kind} model's max_length "
+                             f"{model.config.max_length}, got {length}")
+    return evaluate(
+        language, length, steps, num_samples,
+        mdm=None if mdm_model is None else TorchDenoiser(mdm_model),
+        ar=None if ar_model is None else TorchDenoiser(ar_model),
+        schedule=schedule, seed=seed,
+    )

@@ -1,0 +1,287 @@
+"""Training on an endless seeded stream from any language, with resumable checkpoints.
+
+Objectives (nats per token):
+
+- MDM: the MDLM continuous-time negative ELBO for the linear schedule alpha_t = 1 - t,
+  E_t E_{x_t} [ -alpha'_t / (1 - alpha_t) * sum_{i masked} -log p_theta(x_i | x_t) ] / L with
+  weight -alpha'_t / (1 - alpha_t) = 1 / t; each position is masked with probability t, and
+  t_i = t_min + (1 - t_min) ((u + i / B) mod 1) is antithetic over the batch;
+- AR: next-token cross-entropy.
+
+Defaults: AdamW (lr 3e-4, betas (0.9, 0.999), no weight decay, as MDLM), linear warmup over the
+first 10% of the steps then cosine decay to 0, gradient clipping at norm 1.0, bf16 autocast on
+CUDA only. The paper's own training table could not be recovered, so these are MDLM-style
+choices, not the paper's. The batch and the masks are drawn with one ``numpy`` generator seeded
+by ``seed``; initial weights come from ``torch`` seeded by ``seed`` inside ``fork_rng`` (the
+global torch state is left alone).
+
+A run directory holds ``language.json`` and, per kind (``mdm`` or ``ar``): ``{kind}.json`` (the
+model and training configs, the step reached), ``{kind}.pt`` (the model ``state_dict``) and
+``{kind}.resume.pt`` (weights, optimizer, step, generator state and losses, written atomically).
+Calling ``train`` again on the same directory resumes and continues exactly as an uninterrupted
+run would.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .._utils import check_positive_int
+from ..languages import Language, load_language
+from .model import ModelConfig, Transformer, model_inputs, resolve_device
+
+LANGUAGE_FILE = "language.json"
+CHECKPOINT_EVERY = 500
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings; ``steps`` is the total number of optimizer steps of the run."""
+
+    length: int
+    steps: int = 3000
+    batch_size: int = 64
+    lr: float = 3e-4
+    warmup_fraction: float = 0.1
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    t_min: float = 1e-3
+    seed: int = 0
+
+    def __post_init__(self):
+        check_positive_int("length", self.length)
+        check_positive_int("steps", self.steps)
+        check_positive_int("batch_size", self.batch_size)
+        check_positive_int("seed", self.seed, 0)
+        for name, low, high in (("lr", 0.0, math.inf), ("warmup_fraction", 0.0, 1.0),
+                                ("weight_decay", 0.0, math.inf), ("grad_clip", 0.0, math.inf),
+                                ("t_min", 0.0, 1.0)):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and low <= value <= high and value == value):
+                raise ValueError(f"{name} must lie in [{low}, {high}], got {value!r}")
+        if self.lr == 0 or self.grad_clip == 0 or self.t_min in (0, 1):
+            raise ValueError("lr and grad_clip must be > 0 and t_min must lie in (0, 1)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """``losses``: (step,) training loss of every step so far (nats per token); ``steps``: the
+    run's total; ``out``: the run directory."""
+
+    model: Transformer
+    losses: np.ndarray
+    step: int
+    steps: int
+    out: Path
+
+    @property
+    def complete(self) -> bool:
+        return self.step >= self.steps
+
+
+def cosine_lr(step: int, total: int, peak: float, warmup_fraction: float) -> float:
+    """Linear warmup over ``round(warmup_fraction * total)`` steps, then cosine decay to 0."""
+    warmup = max(1, round(warmup_fraction * total))
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def antithetic_times(u: float, batch: int, t_min: float) -> np.ndarray:
+    """(batch,) t_i = t_min + (1 - t_min) ((u + i / batch) mod 1): one t per stratum."""
+    return t_min + (1.0 - t_min) * ((u + np.arange(batch) / batch) % 1.0)
+
+
+def draw_batch(language: Language, config: TrainConfig, kind: str, rng: np.random.Generator
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(x, mask, t)``: x (B, L) ~ q; for an MDM, mask (B, L) with P(masked) = t (B,)."""
+    x = language.sample(config.batch_size, config.length, rng)
+    if kind == "ar":
+        return x, np.zeros_like(x, dtype=bool), np.ones(config.batch_size)
+    t = antithetic_times(rng.random(), config.batch_size, config.t_min)
+    return x, rng.random(x.shape) < t[:, None], t
+
+
+def batch_loss(model: Transformer, x: torch.Tensor, mask: torch.Tensor, t: torch.Tensor
+               ) -> torch.Tensor:
+    """MDM: the 1/t-weighted masked cross-entropy (negative ELBO per token); AR: next-token
+    cross-entropy per token. Logits are taken to float32 before the loss."""
+    config = model.config
+    if config.kind == "ar":
+        logits = model(model_inputs(config, x)).float()
+        return F.cross_entropy(logits.transpose(1, 2), x)
+    ids = torch.where(mask, torch.full_like(x, config.special_id), x)
+    ce = F.cross_entropy(model(ids).float().transpose(1, 2), x, reduction="none")
+    return (ce * mask / t[:, None]).sum() / x.numel()
+
+
+def _build(config: ModelConfig, seed: int) -> Transformer:
+    """A freshly initialised model from ``seed``, leaving the global torch generator alone."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return Transformer(config)
+
+
+def _json_roundtrip(data: dict) -> dict:
+    return json.loads(json.dumps(data))
+
+
+def _write_atomic(path: Path, write) -> None:
+    tmp = path.with_name(".tmp-" + path.name)
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def _check_run_dir(out: Path, language: Language, kind: str, header: dict) -> bool:
+    """Write or compare ``language.json`` and ``{kind}.json``; True when a run can resume."""
+    lang_path = out / LANGUAGE_FILE
+    wanted = _json_roundtrip(language.to_dict())
+    if lang_path.exists():
+        if json.loads(lang_path.read_text()) != wanted:
+            raise ValueError(f"{str(out)!r} already holds a run on a different language; "
+                             "use a new output directory")
+    else:
+        _write_atomic(lang_path, lambda p: language.save(p))
+    config_path = out / f"{kind}.json"
+    if not config_path.exists():
+        return False
+    old = json.loads(config_path.read_text())
+    for key in ("model", "train"):
+        if old.get(key) != header[key]:
+            raise ValueError(
+                f"{str(out)!r} already holds a {kind} run with a different {key} config "
+                f"({old.get(key)} != {header[key]}); use a new output directory"
+            )
+    return (out / f"{kind}.resume.pt").exists()
+
+
+def _save(out: Path, model: Transformer, optimizer, step: int, rng: np.random.Generator,
+          losses: list[float], header: dict) -> None:
+    kind = model.config.kind
+    weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    state = {
+        "model": weights,
+        "optimizer": optimizer.state_dict(),
+        "step": step,
+        "rng": json.dumps(rng.bit_generator.state),
+        "losses": torch.tensor(losses, dtype=torch.float64),
+    }
+    _write_atomic(out / f"{kind}.resume.pt", lambda p: torch.save(state, p))
+    _write_atomic(out / f"{kind}.pt", lambda p: torch.save(weights, p))
+    info = dict(header, step=step, final_loss=losses[-1] if losses else None)
+    _write_atomic(out / f"{kind}.json", lambda p: p.write_text(json.dumps(info, indent=2)))
+
+
+def train(
+    language: Language,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    out: str | Path,
+    *,
+    device: str | torch.device | None = "auto",
+    progress: bool = True,
+    checkpoint_every: int = CHECKPOINT_EVERY,
+    stop_after: int | None = None,
+) -> TrainResult:
+    """Train (or resume) a ``model_config.kind`` model on samples of ``language`` into ``out``.
+
+    ``stop_after``: return after that many total steps (checkpointed), e.g. to share a machine
+    in time slices; a later call continues. The model is returned in eval mode on ``device``.
+    """
+    if not isinstance(language, Language):
+        raise TypeError(f"language must be an mdm_exact Language, got {type(language).__name__}")
+    if model_config.vocab_size != language.vocab_size:
+        raise ValueError(f"model_config.vocab_size must equal the language's "
+                         f"{language.vocab_size}, got {model_config.vocab_size}")
+    if train_config.length > model_config.max_length:
+        raise ValueError(f"length must be <= the model's max_length {model_config.max_length}, "
+                         f"got {train_config.length}")
+    language._check_length(train_config.length)
+    checkpoint_every = check_positive_int("checkpoint_every", checkpoint_every)
+    end = train_config.steps if stop_after is None else min(
+        train_config.steps, check_positive_int("stop_after", stop_after))
+    dev = resolve_device(device)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    kind = model_config.kind
+    header = {"format": FORMAT_VERSION, "kind": kind, "language": LANGUAGE_FILE,
+              "model": _json_roundtrip(model_config.to_dict()),
+              "train": _json_roundtrip(train_config.to_dict())}
+    resume = _check_run_dir(out, language, kind, header)
+
+    model = _build(model_config, train_config.seed).to(dev)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.lr,
+                                  weight_decay=train_config.weight_decay)
+    rng = np.random.default_rng(train_config.seed)
+    step, losses = 0, []
+    if resume:
+        state = torch.load(out / f"{kind}.resume.pt", map_location=dev, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        rng.bit_generator.state = json.loads(state["rng"])
+        step, losses = int(state["step"]), state["losses"].tolist()
+
+    model.train()
+    bar = tqdm(total=train_config.steps, initial=step, disable=not progress, desc=f"train {kind}",
+               leave=False)
+    while step < end:
+        x, mask, t = draw_batch(language, train_config, kind, rng)
+        lr = cosine_lr(step, train_config.steps, train_config.lr, train_config.warmup_fraction)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16,
+                            enabled=dev.type == "cuda"):
+            loss = batch_loss(model, torch.from_numpy(x).to(dev), torch.from_numpy(mask).to(dev),
+                              torch.from_numpy(t).float().to(dev))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
+        optimizer.step()
+        losses.append(float(loss.item()))
+        step += 1
+        bar.update(1)
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}", lr=f"{lr:.2e}")
+        if step % checkpoint_every == 0 or step == end:
+            _save(out, model, optimizer, step, rng, losses, header)
+    bar.close()
+    model.eval()
+    return TrainResult(model, np.asarray(losses), step, train_config.steps, out)
+
+
+def load_model(run_dir: str | Path, kind: str = "mdm", device: str | torch.device | None = "auto"
+               ) -> tuple[Transformer, Language]:
+    """The trained ``kind`` model of ``run_dir`` (eval mode, on ``device``) and its language.
+
+    Weights are read with ``torch.load(..., weights_only=True)``; the language from
+    ``language.json``."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"no run directory at {str(run_dir)!r}")
+    config_path, weights_path = run_dir / f"{kind}.json", run_dir / f"{kind}.pt"
+    for path in (config_path, weights_path, run_dir / LANGUAGE_FILE):
+        if not path.exists():
+            raise FileNotFoundError(f"{str(run_dir)!r} has no {path.name} (no trained {kind} "
+                                    "model there)")
+    info = json.loads(config_path.read_text())
+    config = ModelConfig.from_dict(info["model"])
+    dev = resolve_device(device)
+    model = _build(config, 0)
+    model.load_state_dict(torch.load(weights_path, map_location=dev, weights_only=True))
+    model.to(dev).eval()
+    return model, load_language(run_dir / LANGUAGE_FILE)

@@ -1,0 +1,606 @@
+"""Figures of the paper's results, computed with the exact oracle (matplotlib, imported lazily).
+
+``import mdm_exact`` never imports this module, and importing this module does not import
+matplotlib either: the figure functions do, on first call. Each figure comes in two parts:
+
+- a ``*_data`` function that computes the numbers (a frozen dataclass of arrays, no matplotlib);
+- a figure function that draws them and returns a ``matplotlib.figure.Figure`` (not attached to
+  pyplot, so nothing leaks in long sessions; save it with ``fig.savefig(path)``).
+
+Every figure function takes ``quick``: ``False`` reproduces the paper's setting (minutes to tens
+of minutes on a laptop), ``True`` a reduced version that runs in seconds (used by the tests and
+the examples). Quantities are in nats; perplexities are ``exp`` of nats per token.
+
+``FIGURES`` maps the names of ``mdm-exact figure NAME`` to the figure functions;
+``add_figure_arguments`` / ``run_figure`` implement that command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import math
+import textwrap
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .languages import NGram, preset
+from .schedules import Schedule
+
+CONFIDENCE = 0.95
+"""Confidence level of every band drawn."""
+
+TABLE1 = ("2-gram", "3-gram", "4-gram", "hmm")
+"""The Table 1 languages of Fig. 1 (``mdm_exact.preset`` names)."""
+
+
+def _figure(ncols: int, width: float = 5.2, height: float = 4.2):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width * ncols, height), layout="constrained")
+    axes = fig.subplots(1, ncols, squeeze=False)[0]
+    return fig, list(axes)
+
+
+def _parameters(fig, text: str) -> None:
+    """State the figure's parameters at its foot, in small type (as the figure's supxlabel, so
+    that the constrained layout makes room for it)."""
+    width = int(fig.get_figwidth() * 15)
+    fig.supxlabel("\n".join(textwrap.wrap("Parameters: " + text, width)), fontsize=8)
+
+
+_SCHEDULE_TEXT = {"linear": "linear (alpha_t = 1 - t)",
+                  "cosine": "cosine (alpha_t = cos(pi t / 2))"}
+
+
+def _powers_of_two(low: int, high: int) -> list[int]:
+    out = []
+    n = low
+    while n < high:
+        out.append(n)
+        n *= 2
+    out.append(high)
+    return out
+
+
+# ------------------------------------------------------------------------------ Fig. 1
+
+
+@dataclass(frozen=True)
+class Fig1Data:
+    """Numbers of ``figure_1``: for each language (rows, in ``languages`` order) and each number
+    of steps (columns, ``steps``), Monte-Carlo estimates with ``CONFIDENCE`` intervals.
+
+    ``gen_ppl``, ``gen_ppl_low``, ``gen_ppl_high``: (languages, steps) generative perplexity
+    exp(E_p[-log q(x)] / L) of the oracle sampler on the unpruned (threshold 0) language;
+    ``ser``, ``ser_low``, ``ser_high``: (languages, steps) SER (eq. 5) on the pruned language;
+    ``ar_gen_ppl``, ``ar_gen_ppl_low``, ``ar_gen_ppl_high``: (languages,) the autoregressive value
+    exp(H(q) / L) (exact for n-grams, Monte Carlo for HMMs); the AR SER is 0 exactly.
+    """
+
+    languages: tuple[str, ...]
+    steps: tuple[int, ...]
+    length: int
+    num_samples: int
+    schedule: str
+    seed: int
+    gen_ppl: np.ndarray
+    gen_ppl_low: np.ndarray
+    gen_ppl_high: np.ndarray
+    ser: np.ndarray
+    ser_low: np.ndarray
+    ser_high: np.ndarray
+    ar_gen_ppl: np.ndarray
+    ar_gen_ppl_low: np.ndarray
+    ar_gen_ppl_high: np.ndarray
+
+
+def figure_1_data(
+    *,
+    quick: bool = False,
+    length: int | None = None,
+    steps: Sequence[int] | None = None,
+    num_samples: int | None = None,
+    languages: Sequence[str] = TABLE1,
+    schedule: str = "linear",
+    seed: int = 0,
+) -> Fig1Data:
+    """The paper's Fig. 1 with the exact oracle: GenPPL and SER against the number of steps N.
+
+    For each Table 1 language and each N, ``num_samples`` sequences of length L are drawn with
+    ``mdm_exact.sampling.sample`` (the ``Oracle`` denoiser, ``Schedule.named(schedule, N)``) and
+    scored with ``metrics.generative_perplexity`` (on ``preset(name, threshold=0)``, so that the
+    perplexity is finite) and ``metrics.sequence_error_rate`` (on the pruned ``preset(name)``).
+    The AR reference is the oracle with N = L and ``DeterministicPlan.left_to_right(L)``, which
+    draws exactly from q: its SER is 0 and its GenPPL is exp(H(q) / L).
+
+    Defaults: L = 512, N = 8, 16, ..., L, 64 samples; ``quick``: L = 32, 32 samples.
+    """
+    from .metrics import generative_perplexity, sequence_error_rate
+    from .sampling import sample
+
+    length = (32 if quick else 512) if length is None else int(length)
+    num = (32 if quick else 64) if num_samples is None else int(num_samples)
+    ns = tuple(_powers_of_two(8, length) if steps is None else (int(n) for n in steps))
+    if not ns or min(ns) < 1 or max(ns) > length:
+        raise ValueError(f"steps must lie in [1, length={length}], got {ns}")
+    names = tuple(languages)
+    shape = (len(names), len(ns))
+    gp, gp_lo, gp_hi, ser, ser_lo, ser_hi = (np.empty(shape) for _ in range(6))
+    ar, ar_lo, ar_hi = (np.empty(len(names)) for _ in range(3))
+    for i, name in enumerate(names):
+        pruned = preset(name)
+        full = preset(name, threshold=0)
+        for j, n in enumerate(ns):
+            plan = Schedule.named(schedule, n)
+            res = sample(full, plan, length, num, rng=np.random.default_rng([seed, i, n, 0]))
+            est = generative_perplexity(full, res.tokens, CONFIDENCE)
+            gp[i, j], gp_lo[i, j], gp_hi[i, j] = est.value, est.low, est.high
+            res = sample(pruned, plan, length, num, rng=np.random.default_rng([seed, i, n, 1]))
+            est = sequence_error_rate(pruned, res.tokens, CONFIDENCE)
+            ser[i, j], ser_lo[i, j], ser_hi[i, j] = est.value, est.low, est.high
+        if isinstance(full, NGram):
+            h = full.entropy(length).value / length
+            ar[i] = ar_lo[i] = ar_hi[i] = math.exp(h)
+        else:
+            # Sampling q is exactly what the AR oracle does; HMM entropy has no closed form.
+            draws = full.sample(4 * num, length, np.random.default_rng([seed, i, 0, 2]))
+            est = generative_perplexity(full, draws, CONFIDENCE)
+            ar[i], ar_lo[i], ar_hi[i] = est.value, est.low, est.high
+    return Fig1Data(names, ns, length, num, schedule, seed, gp, gp_lo, gp_hi, ser, ser_lo,
+                    ser_hi, ar, ar_lo, ar_hi)
+
+
+def figure_1(*, quick: bool = False, data: Fig1Data | None = None, **kwargs):
+    """Fig. 1 with the exact oracle: generative perplexity (left) and SER (right) against the
+    number of sampling steps N (log axis), one line per Table 1 language with its 95% band, and
+    the autoregressive value (N = L, left to right) as the last point.
+
+    ``kwargs`` go to ``figure_1_data`` (``length``, ``steps``, ``num_samples``, ``languages``,
+    ``schedule``, ``seed``); pass ``data`` to draw precomputed numbers. Returns a Figure with
+    2 axes.
+    """
+    d = figure_1_data(quick=quick, **kwargs) if data is None else data
+    fig, (ax_ppl, ax_ser) = _figure(2, width=5.6, height=4.6)
+    x = np.asarray(d.steps, dtype=float)
+    x_ar = 2.0 * x[-1]
+    for i, name in enumerate(d.languages):
+        color = f"C{i}"
+        ax_ppl.plot(x, d.gen_ppl[i], "o-", color=color, label=name)
+        ax_ppl.fill_between(x, d.gen_ppl_low[i], d.gen_ppl_high[i], color=color, alpha=0.2)
+        ax_ppl.errorbar([x_ar], [d.ar_gen_ppl[i]],
+                        yerr=[[d.ar_gen_ppl[i] - d.ar_gen_ppl_low[i]],
+                              [d.ar_gen_ppl_high[i] - d.ar_gen_ppl[i]]],
+                        fmt="*", ms=12, color=color)
+        ax_ppl.plot([x[-1], x_ar], [d.gen_ppl[i, -1], d.ar_gen_ppl[i]], ":", color=color)
+        ax_ser.plot(x, d.ser[i], "o-", color=color, label=name)
+        ax_ser.fill_between(x, d.ser_low[i], d.ser_high[i], color=color, alpha=0.2)
+        ax_ser.plot([x[-1], x_ar], [d.ser[i, -1], 0.0], ":", color=color)
+    ax_ser.plot([x_ar], [0.0], "k*", ms=12, label="AR (oracle, N = L, left to right)")
+    ax_ppl.plot([], [], "k*", ms=12, label="AR (oracle, N = L, left to right)")
+    ax_ppl.fill_between([], [], [], color="gray", alpha=0.2, label="95% interval")
+    ax_ser.fill_between([], [], [], color="gray", alpha=0.2, label="95% Wilson interval")
+    ticks = [*x, x_ar]
+    labels = [str(int(n)) for n in x] + ["AR"]
+    for ax in (ax_ppl, ax_ser):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ticks, labels)
+        ax.minorticks_off()
+        ax.set_xlabel("sampling steps N (log scale)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    ax_ppl.set_ylabel("GenPPL = exp(E_p[-log q(x)] / L)  (exp of nats/token)")
+    ax_ppl.set_title("Generative perplexity (threshold-0 languages)")
+    ax_ser.set_ylabel("SER = 1 - p(supp q)  (probability)")
+    ax_ser.set_title("Sequence error rate (pruned languages)")
+    ax_ser.set_ylim(-0.03, 1.03)
+    fig.suptitle("Fig. 1 with the exact oracle: quality vs number of sampling steps")
+    _parameters(fig, (
+        f"L = {d.length}, schedule {_SCHEDULE_TEXT.get(d.schedule, d.schedule)}, exact oracle "
+        f"denoiser, {d.num_samples} samples per point, seed {d.seed}, Table 1 languages "
+        f"(preset seed 0, V = 8); bands: {CONFIDENCE:.0%} t interval (GenPPL) and Wilson "
+        "interval (SER); AR GenPPL = exp(H(q)/L) (exact for n-grams, Monte Carlo for the HMM)."
+    ))
+    return fig
+
+
+# ------------------------------------------------------------------------------ Theorem 4.4
+
+
+@dataclass(frozen=True)
+class Theorem44Data:
+    """Numbers of ``figure_theorem_4_4`` (Example C.7, interval l, linear schedule).
+
+    ``ratios``: (R,) requested N / L; ``ser``: (lengths, R) exact oracle SER at N = round(ratio
+    L); ``c6_bound``: (lengths, R) Lemma C.6's lower bound (paper form) at the same N with the
+    oracle's p_e = 1/2; ``c9_bound``: (R,) Theorem C.9's explicit bound with p_e = 63/128 at the
+    largest length; ``limit``: (R,) the L -> infinity oracle SER 1 - exp(-(l-1) / (4 C));
+    ``min_steps``: (M,) smallest N with exact SER <= ``target`` at ``min_lengths``;
+    ``min_steps_c6``: (M,) smallest N that Lemma C.6 does not rule out (no schedule does better).
+    """
+
+    interval: int
+    lengths: tuple[int, ...]
+    ratios: np.ndarray
+    ser: np.ndarray
+    c6_bound: np.ndarray
+    c9_bound: np.ndarray
+    limit: np.ndarray
+    target: float
+    min_lengths: tuple[int, ...]
+    min_steps: np.ndarray
+    min_steps_c6: np.ndarray
+
+
+def _min_steps_lower_bound(interval: int, length: int, target: float, p_e: float) -> int:
+    """Smallest N with Lemma C.6's bound <= target (the bound is non-increasing in N)."""
+    from .theory.interval import ser_lower_bound
+
+    lo, hi = 0, 1
+    while ser_lower_bound(hi, interval, length, p_e) > target:
+        lo, hi = hi, 2 * hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if ser_lower_bound(mid, interval, length, p_e) > target:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
+def figure_theorem_4_4_data(
+    *,
+    quick: bool = False,
+    interval: int = 5,
+    lengths: Sequence[int] | None = None,
+    target: float = 0.1,
+    min_lengths: Sequence[int] | None = None,
+) -> Theorem44Data:
+    """Theorem 4.4 / Example C.7: exact oracle SER (``theory.interval.oracle_ser``, linear
+    schedule, p_e = 1/2) against N / L for several L, beside the Lemma C.6 (``ser_lower_bound``)
+    and Theorem C.9 (``theorem_c9_bound``) lower bounds, and the smallest N reaching SER <=
+    ``target`` (``min_steps_for_ser``) against L. All exact; no sampling.
+
+    Defaults: L = 50, 500, 5000, 50000 and 9 lengths from 50 to 10^5 for the minimum N;
+    ``quick``: 3 lengths and 5 lengths up to 5000.
+    """
+    from .theory.interval import min_steps_for_ser, oracle_ser, ser_lower_bound, theorem_c9_bound
+
+    ell = int(interval)
+    if lengths is None:
+        lengths = (10 * ell, 100 * ell, 1000 * ell) if quick else (
+            10 * ell, 100 * ell, 1000 * ell, 10000 * ell)
+    if min_lengths is None:
+        min_lengths = (10 * ell, 40 * ell, 100 * ell, 400 * ell, 1000 * ell) if quick else (
+            10 * ell, 20 * ell, 40 * ell, 100 * ell, 200 * ell, 400 * ell, 1000 * ell,
+            4000 * ell, 20000 * ell)
+    lengths, min_lengths = tuple(int(n) for n in lengths), tuple(int(n) for n in min_lengths)
+    ratios = np.geomspace(0.05, 20.0, 25 if quick else 49)
+    ser = np.empty((len(lengths), ratios.size))
+    c6 = np.empty_like(ser)
+    for i, length in enumerate(lengths):
+        for j, ratio in enumerate(ratios):
+            n = max(1, round(ratio * length))
+            # Equal masses 1/N form one run: O(l^2 log N) however large N is.
+            ser[i, j] = oracle_ser(np.full(n, 1.0 / n), ell, length)
+            c6[i, j] = ser_lower_bound(n, ell, length, 0.5)
+    big = lengths[-1]
+    c9 = np.array([theorem_c9_bound(r, big, 63 / 128, ell) for r in ratios])
+    limit = -np.expm1(-(ell - 1) / (4.0 * ratios))
+    mins = np.array([min_steps_for_ser(ell, n, target) for n in min_lengths], dtype=float)
+    mins_c6 = np.array([_min_steps_lower_bound(ell, n, target, 0.5) for n in min_lengths],
+                       dtype=float)
+    return Theorem44Data(ell, lengths, ratios, ser, c6, c9, limit, float(target), min_lengths,
+                         mins, mins_c6)
+
+
+def figure_theorem_4_4(*, quick: bool = False, data: Theorem44Data | None = None, **kwargs):
+    """Theorem 4.4 / Example C.7: exact SER against N / L for several L (the curves collapse onto
+    1 - exp(-(l-1)/(4 N/L))), with the Lemma C.6 and Theorem C.9 lower bounds (left); the
+    smallest N with SER <= 0.1 against L, linear in L (right). Returns a Figure with 2 axes.
+
+    ``kwargs`` go to ``figure_theorem_4_4_data``; pass ``data`` to draw precomputed numbers.
+    """
+    d = figure_theorem_4_4_data(quick=quick, **kwargs) if data is None else data
+    fig, (ax, ax_min) = _figure(2)
+    for i, length in enumerate(d.lengths):
+        color = f"C{i}"
+        ax.plot(d.ratios, d.ser[i], "-", color=color, lw=2, alpha=0.8,
+                label=f"exact oracle SER, L = {length}")
+        ax.plot(d.ratios, d.c6_bound[i], "--", color=color, lw=1,
+                label="Lemma C.6 lower bound (p_e = 1/2), each L" if i == 0 else None)
+    ax.plot(d.ratios, d.limit, "k:", lw=1.5, label="L -> inf limit 1 - exp(-(l-1) L / (4N))")
+    ax.plot(d.ratios, d.c9_bound, "k-.", lw=1.5,
+            label=f"Theorem C.9 bound (p_e = 63/128), L = {d.lengths[-1]}")
+    ax.axhline(0.5, color="gray", lw=0.8)
+    ax.axvline(0.5, color="gray", lw=0.8)
+    ax.annotate("Thm 4.4: N <= L/2  =>  SER >= 1/2", (0.5, 0.5), xytext=(0.055, 0.12),
+                fontsize=8, color="dimgray", arrowprops={"arrowstyle": "->", "color": "gray"})
+    ax.set_xscale("log")
+    ax.set_xlabel("steps per token N / L (log scale)")
+    ax.set_ylabel("sequence error rate (probability)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(f"Exact SER vs N/L (interval l = {d.interval}, |V| = {2 ** (d.interval - 1)})")
+    ax.legend(fontsize=7, loc="upper right", framealpha=0.9)
+    ax.grid(alpha=0.3)
+
+    lens = np.asarray(d.min_lengths, dtype=float)
+    slope = float(np.sum(d.min_steps * lens) / np.sum(lens * lens))
+    slope_c6 = float(np.sum(d.min_steps_c6 * lens) / np.sum(lens * lens))
+    ax_min.plot(lens, d.min_steps, "o", color="C0",
+                label=f"exact: smallest N with SER <= {d.target:g} (linear schedule)")
+    ax_min.plot(lens, slope * lens, "-", color="C0", lw=1, label=f"fit N = {slope:.3g} L")
+    ax_min.plot(lens, d.min_steps_c6, "s", color="C3", mfc="none",
+                label=f"Lemma C.6 (oracle, any schedule): SER > {d.target:g} below this N")
+    ax_min.plot(lens, slope_c6 * lens, "--", color="C3", lw=1, label=f"fit N = {slope_c6:.3g} L")
+    ax_min.set_xscale("log")
+    ax_min.set_yscale("log")
+    ax_min.set_xlabel("sequence length L (tokens, log scale)")
+    ax_min.set_ylabel(f"steps N needed for SER <= {d.target:g} (log scale)")
+    ax_min.set_title("Steps needed grow linearly in L")
+    ax_min.legend(fontsize=7, loc="upper left")
+    ax_min.grid(alpha=0.3, which="both")
+    fig.suptitle("Theorem 4.4 / Example C.7: SER of parallel sampling needs N proportional to L")
+    _parameters(fig, (
+        f"Interval-parity language (Example C.7), l = {d.interval}; exact oracle (same-step pairs "
+        f"err with p_e = 1/2), linear schedule with N = round((N/L) L) equal masses; lengths "
+        f"{', '.join(str(n) for n in d.lengths)}; no sampling: every value is exact."
+    ))
+    return fig
+
+
+# ------------------------------------------------------------------------------ Theorem 4.2
+
+
+@dataclass(frozen=True)
+class Theorem42Data:
+    """Numbers of ``figure_theorem_4_2`` (nats; every KL is per token).
+
+    ``schedules``: {"A": Schedule, "B": Schedule} of Lemma B.12; ``exact_lengths``: tiny L with
+    exact ``exact_kl`` = KL(q || p) / L and ``exact_jensen`` = E_tau KL(q || p_tau) / L (Lemma B.2);
+    ``lengths``: larger L with the Monte-Carlo Jensen bound ``mc_jensen`` (and ``_low``/``_high``);
+    ``b9``: Lemma B.9's E[D_tau] log|V| / L from the Monte-Carlo excess (with interval);
+    ``b11``: the analytic Lemma B.11/B.12 bound on it; ``li_cai``: Li & Cai's bound (step sizes
+    averaged over the schedule, information profile by Monte Carlo); ``theorem``: 4 eps log|V|,
+    Theorem 4.2's guarantee for L >= ``min_length``.
+    """
+
+    n: int
+    eps: float
+    language: str
+    vocab_size: int
+    schedules: dict
+    exact_lengths: tuple[int, ...]
+    exact_kl: np.ndarray
+    exact_jensen: np.ndarray
+    lengths: tuple[int, ...]
+    mc_jensen: np.ndarray
+    mc_jensen_low: np.ndarray
+    mc_jensen_high: np.ndarray
+    b9: np.ndarray
+    b9_low: np.ndarray
+    b9_high: np.ndarray
+    b11: np.ndarray
+    li_cai: np.ndarray
+    theorem: float
+    min_length: int
+    num_samples: int
+    information_samples: int
+    seed: int
+
+
+def _li_cai_average(information: float, schedule: Schedule, length: int,
+                    rng: np.random.Generator) -> float:
+    """Li & Cai's bound (nats per sequence) averaged over 400 instances of ``schedule``: given
+    the step sizes, the positions are uniformly random, which is their setting."""
+    from .theory.literature import li_cai_bound
+
+    steps = schedule.draw_steps(400, length, rng)
+    s_max = [int(np.bincount(row).max()) for row in steps]
+    return float(np.mean([li_cai_bound(max(information, 0.0), length, s) for s in s_max]))
+
+
+def figure_theorem_4_2_data(
+    *,
+    quick: bool = False,
+    n: int = 2,
+    eps: float = 0.2,
+    exact_lengths: Sequence[int] | None = None,
+    lengths: Sequence[int] | None = None,
+    num_samples: int | None = None,
+    information_samples: int | None = None,
+    seed: int = 0,
+) -> Theorem42Data:
+    """Theorem 4.2 / Lemma B.12 on the Table 1 ``n``-gram with the exact oracle
+    (eps_learning = 0) and Schedule A (``Schedule.paper_ngram(n, eps)``, N fixed):
+
+    - exact KL(q || p) / L and E_tau KL(q || p_tau) / L at tiny L (``exact_metrics``);
+    - the unbiased Monte-Carlo E_tau KL(q || p_tau) / L at larger L (``jensen_bound``);
+    - Lemma B.9's bound E[D_tau] log|V| / L (``theory.ngram.excess_monte_carlo``) and its
+      analytic bound (``excess_bound_per_token``), Li & Cai's bound (``li_cai_bound`` with
+      ``mutual_information_profile``) and Theorem 4.2's 4 eps log|V| (``ter_bound``).
+
+    Defaults: exact L = 2..5, L = 8, 16, ..., 1024, 256 samples for the Jensen bound and the
+    excess, 16 for the information profile (whose cost grows like L^2); ``quick``: exact L = 2,
+    3, L = 8, 16, 32, 64, 64 and 8 samples.
+    """
+    from .exact import exact_metrics
+    from .metrics import jensen_bound
+    from .theory.literature import mutual_information_profile
+    from .theory.ngram import excess_bound_per_token, excess_monte_carlo, min_length, ter_bound
+
+    name = f"{n}-gram"
+    language = preset(name)
+    v = language.vocab_size
+    sched_a, sched_b = Schedule.paper_ngram(n, eps), Schedule.adaptive_ngram(n, eps)
+    if exact_lengths is None:
+        exact_lengths = (2, 3) if quick else (2, 3, 4, 5)
+    if lengths is None:
+        lengths = (8, 16, 32, 64) if quick else tuple(2**k for k in range(3, 11))
+    num = (64 if quick else 256) if num_samples is None else int(num_samples)
+    num_info = (8 if quick else 16) if information_samples is None else int(information_samples)
+    exact_lengths, lengths = tuple(int(x) for x in exact_lengths), tuple(int(x) for x in lengths)
+    ex_kl, ex_j = np.empty(len(exact_lengths)), np.empty(len(exact_lengths))
+    for i, length in enumerate(exact_lengths):
+        m = exact_metrics(language, sched_a, length)
+        ex_kl[i], ex_j[i] = m.kl / length, m.jensen_bound / length
+    rows = []
+    for i, length in enumerate(lengths):
+        rng = np.random.default_rng([seed, i])
+        jb = jensen_bound(language, sched_a, length, num, rng=rng)
+        ex = excess_monte_carlo(sched_a, length, n, num_samples=max(num, 2), seed=rng)
+        mi = mutual_information_profile(language, length, method="monte-carlo",
+                                         num_samples=num_info, seed=rng)
+        li_cai = _li_cai_average(mi.total.value, sched_a, length, rng) / length
+        rows.append((jb.value / length, jb.low / length, jb.high / length,
+                     ex.value * math.log(v), ex.low * math.log(v), ex.high * math.log(v),
+                     excess_bound_per_token(sched_a, length, n) * math.log(v), li_cai))
+    cols = np.array(rows).T if rows else np.empty((8, 0))
+    theorem = ter_bound(n, eps, v, 0.0).gap
+    return Theorem42Data(
+        n, float(eps), name, v, {"A": sched_a, "B": sched_b}, exact_lengths, ex_kl, ex_j,
+        lengths, *cols, theorem, min_length(n, eps), num, num_info, seed,
+    )
+
+
+def figure_theorem_4_2(*, quick: bool = False, data: Theorem42Data | None = None, **kwargs):
+    """Theorem 4.2 / Lemma B.12: the two B.12 schedules as alpha_t (left) and as step masses
+    p^(k) (middle), and the KL per token against L at fixed N (right): exact values at tiny L,
+    Monte-Carlo values beyond, flat in L, under Lemma B.9's bound, Li & Cai's bound and
+    Theorem 4.2's 4 eps log|V|. Returns a Figure with 3 axes.
+
+    ``kwargs`` go to ``figure_theorem_4_2_data``; pass ``data`` to draw precomputed numbers.
+    """
+    d = figure_theorem_4_2_data(quick=quick, **kwargs) if data is None else data
+    fig, (ax_alpha, ax_mass, ax_kl) = _figure(3, width=5.0, height=4.6)
+    labels = {"A": "Schedule A (paper_ngram)", "B": "Schedule B (adaptive_ngram)"}
+    for k, (key, sched) in enumerate(d.schedules.items()):
+        t = np.arange(sched.num_steps + 1) / sched.num_steps
+        ax_alpha.plot(t, sched.alphas, color=f"C{k}", label=f"{labels[key]}, N = {sched.num_steps}")
+        ax_mass.plot(np.arange(1, sched.num_steps + 1), sched.masses, ".-", ms=3,
+                     color=f"C{k}", label=f"{labels[key]}, N = {sched.num_steps}")
+    ax_alpha.set_xlabel("time t (t_i = i / N)")
+    ax_alpha.set_ylabel("alpha_t = P(position still unmasked)  (probability)")
+    ax_alpha.set_title("Lemma B.12 schedules: alpha_t")
+    ax_mass.set_yscale("log")
+    ax_mass.set_xlabel("generation step k (1 = first executed)")
+    ax_mass.set_ylabel("mass p^(k) = P(revealed at step k)  (log scale)")
+    ax_mass.set_title("Lemma B.12 schedules: step masses")
+
+    n_a = d.schedules["A"].num_steps
+    x_ex = np.asarray(d.exact_lengths, dtype=float)
+    x = np.asarray(d.lengths, dtype=float)
+    ax_kl.plot(x_ex, d.exact_kl, "ks-", label="exact KL(q || p) / L")
+    ax_kl.plot(x_ex, d.exact_jensen, "o-", color="C0", mfc="none",
+               label="exact E_tau KL(q || p_tau) / L (Lemma B.2)")
+    ax_kl.plot(x, d.mc_jensen, "o-", color="C0", label="Monte Carlo E_tau KL(q || p_tau) / L")
+    ax_kl.fill_between(x, d.mc_jensen_low, d.mc_jensen_high, color="C0", alpha=0.2)
+    ax_kl.plot(x, d.b9, "^-", color="C1", label="Lemma B.9: E[D_tau] log|V| / L (Monte Carlo)")
+    ax_kl.fill_between(x, d.b9_low, d.b9_high, color="C1", alpha=0.2)
+    ax_kl.plot(x, d.b11, "v--", color="C1", mfc="none", label="Lemma B.11 analytic bound")
+    ax_kl.plot(x, d.li_cai, "d-", color="C2", label="Li & Cai bound")
+    ax_kl.axhline(d.theorem, color="C3", ls="--",
+                  label=f"Theorem 4.2: 4 eps log|V| = {d.theorem:.3g} (L >= L_0)")
+    ax_kl.axvline(d.min_length, color="C3", ls=":", lw=1, label=f"L_0 = {d.min_length}")
+    ax_kl.fill_between([], [], [], color="gray", alpha=0.2, label="95% interval")
+    ax_kl.set_xscale("log", base=2)
+    ax_kl.set_yscale("log")
+    ax_kl.set_xlabel("sequence length L (tokens, log scale)")
+    ax_kl.set_ylabel("KL per token (nats/token, log scale)")
+    ax_kl.set_title(f"KL per token at fixed N = {n_a} (Schedule A)")
+    for ax in (ax_alpha, ax_mass):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    ax_kl.grid(alpha=0.3)
+    ax_kl.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    fig.suptitle(f"Theorem 4.2 / Lemma B.12: a fixed number of steps keeps the KL per token "
+                 f"bounded (n = {d.n}, eps = {d.eps:g})")
+    _parameters(fig, (
+        f"Language: Table 1 {d.language} (preset seed 0, |V| = {d.vocab_size}), exact oracle "
+        f"(eps_learning = 0); Schedule A with N = {n_a} steps at every L; Monte Carlo: "
+        f"{d.num_samples} samples per L (information profile {d.information_samples}), "
+        f"seed {d.seed}; bands: {CONFIDENCE:.0%} t intervals; Li & Cai's s_max factor averaged "
+        "over 400 instances of the schedule."
+    ))
+    return fig
+
+
+# ------------------------------------------------------------------------------ registry / CLI
+
+
+FIGURES: dict[str, Callable] = {
+    "fig1": figure_1,
+    "theorem-4.4": figure_theorem_4_4,
+    "theorem-4.2": figure_theorem_4_2,
+}
+"""Figure name (``mdm-exact figure NAME``) -> figure function."""
+
+
+def add_figure_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the arguments of ``mdm-exact figure`` to ``parser`` (a subparser) and set its
+    ``func`` to ``run_figure``. Does not import matplotlib."""
+    parser.description = (
+        "Render one of the paper's figures, computed with the exact oracle, to an image file "
+        f"(the format follows the extension). Figures: {', '.join(FIGURES)}."
+    )
+    parser.add_argument("name", choices=sorted(FIGURES), help="which figure")
+    parser.add_argument("--out", required=True, metavar="FILE",
+                        help="output file, e.g. fig1.png (.png, .pdf, .svg)")
+    parser.add_argument("--quick", action="store_true",
+                        help="reduced setting that runs in seconds (fewer samples, shorter L)")
+    parser.add_argument("--samples", type=int, default=None, metavar="NUM",
+                        help="Monte-Carlo samples per point (fig1, theorem-4.2)")
+    parser.add_argument("--length", type=int, default=None, metavar="L",
+                        help="sequence length (fig1 only; default 512, 32 with --quick)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the Monte Carlo (default 0)")
+    parser.add_argument("--dpi", type=int, default=150, help="resolution of raster output")
+    parser.set_defaults(func=run_figure)
+    return parser
+
+
+def run_figure(args: argparse.Namespace) -> int:
+    """Build the figure ``args.name`` and save it to ``args.out``; returns 0.
+
+    Raises ``ValueError`` for an option the figure does not take or a non-positive value."""
+    draw = FIGURES[args.name]
+    data_fn = {"fig1": figure_1_data, "theorem-4.4": figure_theorem_4_4_data,
+               "theorem-4.2": figure_theorem_4_2_data}[args.name]
+    accepted = inspect.signature(data_fn).parameters
+    kwargs = {}
+    for option, key in (("samples", "num_samples"), ("length", "length"), ("seed", "seed")):
+        value = getattr(args, option, None)
+        if value is None or (option == "seed" and key not in accepted):
+            continue
+        if key not in accepted:
+            raise ValueError(f"--{option} does not apply to figure {args.name!r}")
+        if value < (0 if option == "seed" else 1):
+            raise ValueError(f"--{option} must be positive, got {value}")
+        kwargs[key] = value
+    out = Path(args.out)
+    if not out.parent.exists():
+        raise FileNotFoundError(f"no directory {str(out.parent)!r} for --out")
+    fig = draw(quick=args.quick, **kwargs)
+    fig.savefig(out, dpi=args.dpi)
+    print(f"wrote {out}")
+    return 0
+
+
+__all__ = [
+    "CONFIDENCE",
+    "FIGURES",
+    "TABLE1",
+    "Fig1Data",
+    "Theorem42Data",
+    "Theorem44Data",
+    "add_figure_arguments",
+    "figure_1",
+    "figure_1_data",
+    "figure_theorem_4_2",
+    "figure_theorem_4_2_data",
+    "figure_theorem_4_4",
+    "figure_theorem_4_4_data",
+    "run_figure",
+]

@@ -1,0 +1,278 @@
+"""Appendix A and Definitions B.4-B.7: multi-token sampling and the dependencies of one step.
+
+Dense information quantities (Lemma A.1) work on a joint array ``(V_1, ..., V_k)``; the
+separator and dependency counts work BATCHED on sampled instances ``steps`` (num, L), the 0-based
+step index of every position as returned by any plan's ``draw_steps`` (step index s is the
+paper's generation-order step k = s + 1).
+
+Separators and intervals (Definitions B.4, B.5) at step k. Let T_<k be the positions revealed
+at earlier steps and R_1, R_2, ... its maximal contiguous runs. Each run holds floor(|R|/(n-1))
+disjoint separators (blocks of exactly n-1 revealed positions, taken greedily from the left), so
+s_k = sum_r floor(|R_r| / (n-1)); the separators cut [L] into intervals. A position of tau_k is
+never revealed before k, so it lies strictly between runs, and two positions j' < j of tau_k
+share an interval iff no run between them is >= n-1 long, i.e. iff no window of n-1
+consecutive positions strictly between them is entirely in T_<k. The excess of the step is
+D_k = |tau_k| - D#_k = number of consecutive (in position order) pairs of tau_k that share an
+interval.
+
+Algorithm, per instance (numba, O(L log L + N) time, O(L + N) memory):
+
+- s_k: reveal the positions step by step (counting sort by step) and merge runs, keeping the
+  run length at both ends of each run; a merge of runs a, b through a new position changes s by
+  floor((a+b+1)/(n-1)) - floor(a/(n-1)) - floor(b/(n-1)).
+- D_k: one left-to-right sweep. W(e) = max step over the window [e-n+2, e] (sliding maximum);
+  the window is inside T_<k iff W(e) < k. For position j of step k with previous step-k
+  position j', the pair is separated iff min_{j' < e < j} W(e) < k (windows that contain j' have
+  W >= k automatically). A monotonic stack of W answers that suffix minimum by binary search.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from ._common import check_int, step_sizes
+
+READINGS = ("excess", "intervals")
+"""Definition B.5 readings: ``excess`` D_k = |tau_k| - D#_k (what Lemma B.8 needs) and
+``intervals`` D#_k = number of intervals holding a position of tau_k (the paper's wording;
+Lemma B.8 is false with it, THEORY.md §10.4)."""
+
+
+# ------------------------------------------------------------------------------ Lemma A.1
+
+
+def _entropy(p: np.ndarray) -> float:
+    p = p[p > 0]
+    return float(-(p * np.log(p)).sum())
+
+
+def _check_joint(joint) -> np.ndarray:
+    q = np.asarray(joint, dtype=np.float64)
+    if q.ndim == 0 or q.size == 0:
+        raise ValueError(f"joint must be a non-empty array (V_1, ..., V_k), got shape {q.shape}")
+    if not np.all(np.isfinite(q)) or np.any(q < 0):
+        raise ValueError("joint must hold finite probabilities >= 0")
+    if abs(q.sum() - 1.0) > 1e-9:
+        raise ValueError(f"joint must sum to 1, got {q.sum()!r}")
+    return q
+
+
+def _marginals(q: np.ndarray) -> list[np.ndarray]:
+    axes = tuple(range(q.ndim))
+    return [q.sum(axis=axes[:i] + axes[i + 1 :]) for i in range(q.ndim)]
+
+
+def total_correlation(joint) -> float:
+    """Total correlation [recalled, standard] (Lemma A.1's identity): TC(X) = sum_i H(X_i) - H(X).
+
+    ``joint``: dense (V_1, ..., V_k) probabilities of X = (X_1, ..., X_k). Nats.
+    0 <= TC <= (k - 1) log max_i V_i.
+    """
+    q = _check_joint(joint)
+    return sum(_entropy(m) for m in _marginals(q)) - _entropy(q.ravel())
+
+
+def _kl(q: np.ndarray, p: np.ndarray) -> float:
+    support = q > 0
+    if np.any(p[support] <= 0):
+        return float("inf")
+    return float((q[support] * np.log(q[support] / p[support])).sum())
+
+
+@dataclass(frozen=True)
+class ProductKL:
+    """Lemma A.1's exact identity KL(q || (x)_i p_i) = TC(X) + sum_i KL(q_i || p_i), all nats.
+
+    ``kl``: left side computed directly from the joint; ``total_correlation``: TC(X);
+    ``marginal_kl``: (k,) KL(q_i || p_i).
+    """
+
+    kl: float
+    total_correlation: float
+    marginal_kl: np.ndarray
+
+    @property
+    def identity_error(self) -> float:
+        """|kl - (TC + sum_i KL(q_i || p_i))|, zero up to rounding."""
+        return abs(self.kl - self.total_correlation - float(self.marginal_kl.sum()))
+
+
+def product_kl(joint, factors) -> ProductKL:
+    """Lemma A.1 [derived]: KL(q || p_1 x ... x p_k), directly and through its identity
+    KL = TC(X) + sum_i KL(q_i || p_i).
+
+    ``joint``: dense (V_1, ..., V_k) q; ``factors``: k probability vectors, factor i of length
+    V_i (a (k, V) array or a list). Nats; ``inf`` when some q-possible x has product mass 0.
+    """
+    q = _check_joint(joint)
+    ps = [np.asarray(f, dtype=np.float64).ravel() for f in factors]
+    if len(ps) != q.ndim or any(p.size != s for p, s in zip(ps, q.shape, strict=False)):
+        raise ValueError(
+            f"factors must be {q.ndim} vectors of lengths {q.shape}, got "
+            f"{[p.size for p in ps]}"
+        )
+    for i, p in enumerate(ps):
+        if np.any(p < 0) or abs(p.sum() - 1.0) > 1e-9:
+            raise ValueError(f"factors[{i}] must be a probability vector")
+    product = ps[0]
+    for p in ps[1:]:
+        product = np.multiply.outer(product, p)
+    marginal_kl = np.array([_kl(m, p) for m, p in zip(_marginals(q), ps, strict=True)])
+    return ProductKL(_kl(q.ravel(), product.ravel()), total_correlation(q), marginal_kl)
+
+
+def multi_token_kl_bound(num_tokens: int, vocab_size: int, marginal_kl) -> float:
+    """Lemma A.1 [derived]: KL(q || (x)_i p_i) <= (k - 1) log |V| + sum_i KL(q_i || p_i)
+    (<= (k - 1) log |V| + k delta with delta = max_i KL(q_i || p_i)).
+
+    ``marginal_kl``: (k,) per-token KLs, or one number used for each of the k tokens. Nats.
+    """
+    k = check_int("num_tokens", num_tokens, 1)
+    v = check_int("vocab_size", vocab_size, 1)
+    kls = np.broadcast_to(np.asarray(marginal_kl, dtype=np.float64), (k,))
+    if np.any(kls < 0) or np.any(np.isnan(kls)):
+        raise ValueError("marginal_kl must be >= 0")
+    return float((k - 1) * np.log(v) + kls.sum())
+
+
+# ------------------------------------------------------------------------------ B.4 - B.7
+
+
+@numba.njit(cache=True)
+def _row_counts(steps, n, num_steps, s_out, d_out):
+    length = steps.size
+    width = n - 1
+    # --- s_k by revealing the steps in order and merging runs.
+    start = np.zeros(num_steps + 1, dtype=np.int64)
+    for j in range(length):
+        start[steps[j] + 1] += 1
+    for k in range(num_steps):
+        start[k + 1] += start[k]
+    fill = start[:num_steps].copy()
+    order = np.empty(length, dtype=np.int64)
+    for j in range(length):
+        order[fill[steps[j]]] = j
+        fill[steps[j]] += 1
+    run = np.zeros(length, dtype=np.int64)
+    revealed = np.zeros(length, dtype=np.bool_)
+    s = 0
+    for k in range(num_steps):
+        s_out[k] = s
+        for idx in range(start[k], start[k + 1]):
+            j = order[idx]
+            a = run[j - 1] if j > 0 and revealed[j - 1] else 0
+            b = run[j + 1] if j + 1 < length and revealed[j + 1] else 0
+            s += (a + b + 1) // width - a // width - b // width
+            run[j - a] = a + b + 1
+            run[j + b] = a + b + 1
+            revealed[j] = True
+    # --- excess D_k in one sweep.
+    last = np.full(num_steps, -1, dtype=np.int64)
+    stack_pos = np.empty(length, dtype=np.int64)
+    stack_val = np.empty(length, dtype=np.int64)
+    top = 0
+    window = np.empty(length, dtype=np.int64)
+    head = 0
+    tail = 0
+    for j in range(length):
+        k = steps[j]
+        prev = last[k]
+        if prev >= 0:
+            lo = 0
+            hi = top
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if stack_pos[mid] <= prev:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            if lo == top or stack_val[lo] >= k:
+                d_out[k] += 1
+        last[k] = j
+        while tail > head and steps[window[tail - 1]] <= k:
+            tail -= 1
+        window[tail] = j
+        tail += 1
+        if window[head] <= j - width:
+            head += 1
+        if j >= width - 1:
+            w = steps[window[head]]
+            while top > 0 and stack_val[top - 1] >= w:
+                top -= 1
+            stack_pos[top] = j
+            stack_val[top] = w
+            top += 1
+
+
+@numba.njit(parallel=True, cache=True)
+def _batch_counts(steps, n, num_steps):
+    num = steps.shape[0]
+    s_out = np.zeros((num, num_steps), dtype=np.int64)
+    d_out = np.zeros((num, num_steps), dtype=np.int64)
+    for r in numba.prange(num):
+        _row_counts(steps[r], n, num_steps, s_out[r], d_out[r])
+    return s_out, d_out
+
+
+def _check_steps(steps, num_steps) -> tuple[np.ndarray, int]:
+    arr = np.asarray(steps)
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"steps must hold integer step indices, got dtype {arr.dtype}")
+    arr = np.ascontiguousarray(np.atleast_2d(arr), dtype=np.int64)
+    if arr.ndim != 2 or arr.shape[1] == 0:
+        raise ValueError(f"steps must have shape (num, length) with length >= 1, got {arr.shape}")
+    if arr.size and arr.min() < 0:
+        raise ValueError(f"steps must be >= 0, got {int(arr.min())}")
+    top = int(arr.max()) + 1 if arr.size else 1
+    if num_steps is None:
+        return arr, top
+    n = check_int("num_steps", num_steps, 1)
+    if n < top:
+        raise ValueError(f"num_steps must exceed every step index ({top - 1}), got {num_steps}")
+    return arr, n
+
+
+def _counts(steps, n, num_steps):
+    n = check_int("n", n, 2)
+    arr, num_steps = _check_steps(steps, num_steps)
+    return arr, _batch_counts(arr, n, num_steps)
+
+
+def separators(steps, n: int, *, num_steps: int | None = None) -> np.ndarray:
+    """Definition B.4 [derived]: s_k = sum_r floor(|R_r| / (n-1)) over the maximal runs R_r of
+    positions revealed before step k.
+
+    steps: (num, L) int 0-based step of every position (a 1-D array is one instance);
+    returns (num, N) int64 with N = ``num_steps`` (default max step + 1). O(L log L + N) per
+    instance, numba, parallel over instances.
+    """
+    return _counts(steps, n, num_steps)[1][0]
+
+
+def dependencies(
+    steps, n: int, *, reading: str = "excess", num_steps: int | None = None
+) -> np.ndarray:
+    """Definition B.5 [derived]: per-step dependency counts of sampled instances.
+
+    ``reading="excess"`` (default; the quantity Lemma B.8 needs):
+    D_k = sum_j (|I_j cap tau_k| - 1)_+ = |tau_k| - D#_k;
+    ``reading="intervals"`` (the paper's wording): D#_k = #{j : I_j cap tau_k nonempty}.
+    steps: (num, L) int 0-based step of every position; returns (num, N) int64.
+    """
+    if reading not in READINGS:
+        raise ValueError(f"reading must be one of {READINGS}, got {reading!r}")
+    arr, (_, excess) = _counts(steps, n, num_steps)
+    if reading == "excess":
+        return excess
+    return step_sizes(arr, excess.shape[1]) - excess
+
+
+def total_dependencies(steps, n: int, *, reading: str = "excess") -> np.ndarray:
+    """Definition B.7 [derived]: D_tau = sum_k D_k for each instance; (num,) int64.
+
+    With the excess reading, D_tau = L - sum_k D#_k.
+    """
+    return dependencies(steps, n, reading=reading).sum(axis=1)

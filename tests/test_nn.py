@@ -1,0 +1,306 @@
+"""The optional torch subpackage against the exact language.
+
+One tiny configuration (2-gram, V = 4, threshold pruning so that q has forbidden transitions,
+L = 16, width 64) is trained once per module for the MDM and the AR baseline; the tests then
+check the ELBO, the measured learning error (Assumption 4.1), SER at 1 step vs L steps, the AR
+SER, checkpoint reloads, resuming, the samplers' costs and the bad-input errors. Torch runs on one
+thread here: on a shared 2-core machine a second thread mostly waits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from mdm_exact import MASK, random_ngram  # noqa: E402
+from mdm_exact.nn import (  # noqa: E402
+    CachedDenoiser,
+    ModelConfig,
+    TorchDenoiser,
+    TrainConfig,
+    Transformer,
+    autoregressive,
+    ddpm,
+    ddpm_cache,
+    evaluate,
+    evaluate_run,
+    fixed_count,
+    learning_error,
+    load_model,
+    train,
+)
+from mdm_exact.nn.commands import (  # noqa: E402
+    add_evaluate_arguments,
+    add_train_arguments,
+    run_evaluate,
+    run_train,
+)
+from mdm_exact.schedules import Schedule  # noqa: E402
+
+pytestmark = pytest.mark.torch
+
+LENGTH = 16
+TINY = {"width": 64, "depth": 2, "heads": 4}
+MDM_TRAIN = {"steps": 300, "batch_size": 128, "lr": 3e-3}
+AR_TRAIN = {"steps": 200, "batch_size": 128, "lr": 3e-3}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def language():
+    """2-gram over 4 tokens with 31% of its transitions pruned to zero."""
+    lang = random_ngram(2, 4, threshold=0.1, seed=0)
+    assert lang.metadata["pruned_fraction"] > 0.25
+    return lang
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, language):
+    """A run directory holding the trained tiny MDM and AR models."""
+    out = tmp_path_factory.mktemp("run")
+    for kind, settings in (("mdm", MDM_TRAIN), ("ar", AR_TRAIN)):
+        train(language, ModelConfig(kind, 4, LENGTH, **TINY), TrainConfig(LENGTH, **settings),
+              out, device="cpu", progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def mdm(run_dir):
+    return load_model(run_dir, "mdm", "cpu")[0]
+
+
+@pytest.fixture(scope="module")
+def report(run_dir):
+    return evaluate_run(run_dir, [1, LENGTH], 400, seed=3, device="cpu")
+
+
+# ---------------------------------------------------------------------------------- import
+
+
+def _python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_import_without_torch_names_the_extra():
+    res = _python("import sys; sys.modules['torch'] = None; import mdm_exact.nn")
+    assert res.returncode != 0
+    assert "ImportError" in res.stderr
+    assert "pip install 'mdm_exact[torch]'" in res.stderr
+
+
+def test_import_mdm_exact_never_imports_torch():
+    res = _python("import sys, mdm_exact; print('torch' in sys.modules)")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "False"
+
+
+# ---------------------------------------------------------------------------------- model
+
+
+def test_denoiser_subs_carry_over_and_attention_direction():
+    cfg = ModelConfig("mdm", 4, 8, **TINY)
+    den = TorchDenoiser(Transformer(cfg), device="cpu")
+    x = np.array([[0, MASK, 2, MASK, MASK, 3, MASK, 1]])
+    p = den(x)
+    assert p.dtype == np.float64 and p.shape == (1, 8, 4)
+    np.testing.assert_allclose(p.sum(axis=-1), 1.0, atol=1e-12)
+    revealed = x[0] != MASK
+    np.testing.assert_array_equal(p[0, revealed], np.eye(4)[x[0, revealed]])
+    # Bidirectional: the last token changes the prediction at position 1.
+    y = x.copy()
+    y[0, 7] = 0
+    assert not np.allclose(den(y)[0, 1], p[0, 1])
+
+    ar = TorchDenoiser(Transformer(ModelConfig("ar", 4, 8, **TINY)), device="cpu")
+    prefix = np.array([[0, 2, MASK, MASK, MASK, MASK, MASK, MASK]])
+    out = ar(prefix)
+    np.testing.assert_allclose(out.sum(axis=-1), 1.0, atol=1e-12)
+    with pytest.raises(ValueError, match="prefix"):
+        ar(np.array([[0, MASK, 2, MASK, MASK, MASK, MASK, MASK]]))
+
+
+# ---------------------------------------------------------------------------------- training
+
+
+def test_elbo_falls(run_dir, language):
+    state = torch.load(run_dir / "mdm.resume.pt", weights_only=True)
+    losses = state["losses"].numpy()
+    assert losses.size == MDM_TRAIN["steps"]
+    entropy_rate = language.entropy(LENGTH).value / LENGTH
+    first, last = losses[:20].mean(), losses[-50:].mean()
+    assert last < first - 0.3
+    # The negative ELBO bounds -log p(x) >= H(q) in expectation: it ends close above H(q)/L.
+    assert entropy_rate - 0.05 < last < entropy_rate + 0.15
+
+
+def test_learning_error_is_small(report):
+    le = report.learning_error
+    assert le.mean < 0.05, le
+    assert len(le.per_time) == 5 and all(r.positions > 0 for r in le.per_time)
+    assert le.mean <= le.p95 <= le.max
+
+
+def test_one_step_ser_far_above_L_steps(report):
+    one, full = report.row("mdm", 1), report.row("mdm", LENGTH)
+    assert one.ser.low > full.ser.high + 0.3
+    assert one.nfe_cache == 1 and full.nfe_cache <= LENGTH
+    # The learned model follows the oracle on the same schedule.
+    oracle_one = report.row("oracle", 1)
+    assert abs(one.ser.value - oracle_one.ser.value) < 0.1
+    assert np.isinf(one.gen_log_ppl.value)
+
+
+def test_ar_baseline_ser(report):
+    ar = report.row("ar", LENGTH)
+    assert ar.ser.value < 0.05
+    assert ar.nfe_cache == LENGTH
+    assert report.rows[-1] is ar
+
+
+def test_reloaded_checkpoint_reproduces_the_evaluation(run_dir, mdm, language, report):
+    again = evaluate_run(run_dir, [1, LENGTH], 400, seed=3, device="cpu")
+    assert again.as_dict() == report.as_dict()
+    ar_model = load_model(run_dir, "ar", "cpu")[0]
+    direct = evaluate(language, LENGTH, [1, LENGTH], 400, mdm=TorchDenoiser(mdm),
+                      ar=TorchDenoiser(ar_model), seed=3)
+    assert direct.as_dict() == report.as_dict()
+    state = torch.load(run_dir / "mdm.pt", weights_only=True)
+    assert all(torch.equal(state[k], v) for k, v in mdm.state_dict().items())
+
+
+def test_resume_continues_identically(tmp_path, language):
+    cfg = ModelConfig("mdm", 4, LENGTH, width=32, depth=1, heads=2)
+    tcfg = TrainConfig(LENGTH, steps=16, batch_size=16, lr=3e-3, seed=5)
+    whole = train(language, cfg, tcfg, tmp_path / "whole", progress=False, checkpoint_every=5)
+    half = train(language, cfg, tcfg, tmp_path / "split", progress=False, checkpoint_every=5,
+                 stop_after=7)
+    assert half.step == 7 and not half.complete
+    rest = train(language, cfg, tcfg, tmp_path / "split", progress=False, checkpoint_every=5)
+    assert rest.step == 16 and rest.complete
+    np.testing.assert_array_equal(rest.losses, whole.losses)
+    for key, value in whole.model.state_dict().items():
+        assert torch.equal(value, rest.model.state_dict()[key]), key
+    with pytest.raises(ValueError, match="different train config"):
+        train(language, cfg, TrainConfig(LENGTH, steps=16, batch_size=16, lr=1e-3, seed=5),
+              tmp_path / "split", progress=False)
+
+
+# ---------------------------------------------------------------------------------- samplers
+
+
+def test_samplers_same_tokens_different_costs(mdm, language):
+    den = TorchDenoiser(mdm)
+    plan = Schedule.linear(32)
+    plain = ddpm(den, language, plan, LENGTH, 50, rng=11)
+    cached = ddpm_cache(den, language, plan, LENGTH, 50, rng=11)
+    np.testing.assert_array_equal(plain.tokens, cached.tokens)
+    assert np.all(plain.nfe == 32)
+    distinct = np.array([np.unique(r).size for r in cached.reveal_step])
+    np.testing.assert_array_equal(cached.nfe, distinct)
+    assert np.all(cached.nfe <= LENGTH) and cached.network_calls <= 32
+
+    fixed = fixed_count(den, language, 4, LENGTH, 20, rng=1)
+    assert np.all(fixed.nfe == 4)
+    assert all(np.bincount(r, minlength=4).tolist() == [4, 4, 4, 4] for r in fixed.reveal_step)
+
+    counted = CachedDenoiser(den)
+    x = np.full((3, LENGTH), MASK)
+    counted(x)
+    counted(x.copy())
+    assert (counted.calls, counted.requests) == (1, 2)
+
+
+def test_autoregressive_needs_a_causal_model(language, mdm, run_dir):
+    ar = TorchDenoiser(load_model(run_dir, "ar", "cpu")[0])
+    gen = autoregressive(ar, language, LENGTH, 10, rng=0)
+    assert np.all(gen.nfe == LENGTH) and np.all(gen.tokens >= 0)
+
+
+def test_learning_error_of_the_oracle_is_zero(language):
+    from mdm_exact.sampling import Oracle
+
+    le = learning_error(language, Oracle(language), 8, num_sequences=16, rng=0)
+    assert le.max < 1e-12
+
+
+# ---------------------------------------------------------------------------------- errors
+
+
+def test_bad_inputs(tmp_path, language, mdm, run_dir):
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    args = parser.parse_args(["--preset", "5-gram", "--out", str(tmp_path / "x")])
+    with pytest.raises(ValueError, match="preset must be one of"):
+        run_train(args)
+
+    with pytest.raises(ValueError, match="max_length"):
+        TorchDenoiser(mdm)(np.full((1, LENGTH + 1), MASK))
+    with pytest.raises(ValueError, match="max_length"):
+        evaluate_run(run_dir, [4], 10, length=LENGTH + 1, device="cpu")
+
+    with pytest.raises(FileNotFoundError, match="no run directory"):
+        evaluate_run(tmp_path / "missing", [4], 10)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="mdm.pt"):
+        load_model(tmp_path / "empty", "mdm")
+    with pytest.raises(FileNotFoundError, match="no trained model"):
+        evaluate_run(tmp_path / "empty", [4], 10)
+
+    with pytest.raises(ValueError, match="vocab_size"):
+        train(language, ModelConfig("mdm", 5, LENGTH, **TINY), TrainConfig(LENGTH, steps=1),
+              tmp_path / "y", progress=False)
+    with pytest.raises(ValueError, match="kind"):
+        ModelConfig("bert", 4, LENGTH)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            TorchDenoiser(mdm, device="cuda")
+
+
+# ---------------------------------------------------------------------------------- CLI
+
+
+def test_cli_train_then_evaluate_json(tmp_path, language, capsys):
+    lang_file = tmp_path / "lang.json"
+    language.save(lang_file)
+    out = tmp_path / "cli"
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    for kind in ("mdm", "ar"):
+        args = parser.parse_args(["--language", str(lang_file), "--length", "8", "--kind", kind,
+                                  "--steps", "3", "--out", str(out), "--width", "32",
+                                  "--depth", "1", "--heads", "2", "--batch-size", "8",
+                                  "--device", "cpu"])
+        assert run_train(args) == 0
+    assert "trained ar" in capsys.readouterr().out
+
+    parser = argparse.ArgumentParser()
+    add_evaluate_arguments(parser)
+    args = parser.parse_args([str(out), "--steps", "2,8", "--samples", "20", "--json"])
+    assert run_evaluate(args) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [(r["model"], r["steps"]) for r in data["rows"]] == [
+        ("mdm", 2), ("oracle", 2), ("mdm", 8), ("oracle", 8), ("ar", 8)]
+    assert data["learning_error"]["positions"] > 0
+
+    args = parser.parse_args([str(out), "--steps", "4", "--samples", "20"])
+    assert run_evaluate(args) == 0
+    table = capsys.readouterr().out
+    assert "learning error" in table and "oracle" in table
+
+    with pytest.raises(ValueError, match="--steps"):
+        run_evaluate(parser.parse_args([str(out), "--steps", "4,x"]))

@@ -1,0 +1,181 @@
+"""Lemma A.1 and Definitions B.4-B.7 (THEORY.md §4, §5; numbers of §10.1)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mdm_exact.schedules import Schedule
+from mdm_exact.theory import (
+    dependencies,
+    multi_token_kl_bound,
+    product_kl,
+    separators,
+    total_correlation,
+    total_dependencies,
+)
+
+# ------------------------------------------------------------------------------ brute force
+
+
+def brute_counts(steps, n):
+    """Definitions B.4/B.5 literally: build the greedy left-aligned separators of every run of
+    T_<k, cut [L] at them and count the intervals holding positions of tau_k."""
+    steps = [int(s) for s in steps]
+    length = len(steps)
+    s_out, excess, hit = [], [], []
+    for k in range(max(steps) + 1):
+        revealed = [s < k for s in steps]
+        seps = []
+        j = 0
+        while j < length:
+            if not revealed[j]:
+                j += 1
+                continue
+            end = j
+            while end + 1 < length and revealed[end + 1]:
+                end += 1
+            a = j
+            while a + n - 2 <= end:
+                seps.append(set(range(a, a + n - 1)))
+                a += n - 1
+            j = end + 1
+        s_out.append(len(seps))
+        cut = set().union(*seps) if seps else set()
+        ends = {max(sep) for sep in seps}
+        intervals: list[list[int]] = [[]]
+        for j in range(length):
+            if j in cut:
+                if j in ends:
+                    intervals.append([])
+                continue
+            intervals[-1].append(j)
+        tau = {j for j in range(length) if steps[j] == k}
+        groups = [len(tau & set(i)) for i in intervals]
+        hit.append(sum(g > 0 for g in groups))
+        excess.append(sum(max(g - 1, 0) for g in groups))
+    return np.array(s_out), np.array(excess), np.array(hit)
+
+
+steps_arrays = st.integers(1, 24).flatmap(
+    lambda length: st.lists(st.integers(0, 5), min_size=length, max_size=length)
+)
+
+
+# ------------------------------------------------------------------------------ B.4 - B.7
+
+
+def test_example_b6():
+    # L = 10, n = 3, T_<k = {2, 5, 6, 9}, tau_k = {3, 8, 10} (1-based); the rest comes later.
+    steps = np.full(10, 2)
+    steps[[1, 4, 5, 8]] = 0
+    steps[[2, 7, 9]] = 1
+    assert separators(steps, 3)[0, 1] == 1
+    assert dependencies(steps, 3, reading="intervals")[0, 1] == 2
+    assert dependencies(steps, 3)[0, 1] == 1
+
+
+@given(steps_arrays, st.integers(2, 5))
+def test_counts_match_the_definitions(steps, n):
+    s, excess, hit = brute_counts(steps, n)
+    arr = np.array(steps)
+    assert np.array_equal(separators(arr, n)[0], s)
+    assert np.array_equal(dependencies(arr, n)[0], excess)
+    assert np.array_equal(dependencies(arr, n, reading="intervals")[0], hit)
+    assert total_dependencies(arr, n)[0] == excess.sum()
+
+
+@given(steps_arrays, st.integers(2, 4))
+def test_excess_is_size_minus_intervals(steps, n):
+    arr = np.array(steps)
+    sizes = np.bincount(arr)
+    d = dependencies(arr, n)[0]
+    d_hash = dependencies(arr, n, reading="intervals")[0]
+    assert np.array_equal(d + d_hash, sizes)
+    assert np.all(d >= 0) and np.all(d <= np.maximum(sizes - 1, 0))
+
+
+def test_separator_count_special_cases():
+    # n = 2: every earlier position is a separator, so s_k = |T_<k|.
+    rng = np.random.default_rng(0)
+    steps = rng.integers(0, 7, size=(5, 40))
+    s = separators(steps, 2, num_steps=7)
+    expected = np.stack([[np.sum(row < k) for k in range(7)] for row in steps])
+    assert np.array_equal(s, expected)
+    # the first step has no separators and one interval: D_1 = |tau_1| - 1.
+    d = dependencies(steps, 3, num_steps=7)
+    assert np.array_equal(d[:, 0], np.maximum((steps == 0).sum(axis=1) - 1, 0))
+
+
+def test_batched_equals_row_by_row():
+    steps = Schedule.linear(9).draw_steps(6, 300, np.random.default_rng(1))
+    batch = dependencies(steps, 3, num_steps=9)
+    rows = np.concatenate([dependencies(row, 3, num_steps=9) for row in steps])
+    assert np.array_equal(batch, rows)
+    assert batch.shape == (6, 9)
+
+
+def test_long_instances_are_feasible():
+    # §10.5 needs L ~ 3e6; one instance runs in well under a second once compiled.
+    steps = Schedule.adaptive_ngram(4, 0.05).draw_steps(1, 3_000_000, np.random.default_rng(2))
+    d = total_dependencies(steps, 4)
+    assert 0.05 < d[0] / 3e6 < 0.065
+
+
+def test_argument_errors():
+    with pytest.raises(ValueError, match="reading"):
+        dependencies([0, 1], 2, reading="pairs")
+    with pytest.raises(ValueError, match="n must be >= 2"):
+        separators([0, 1], 1)
+    with pytest.raises(ValueError, match="steps must be >= 0"):
+        separators([0, -1], 2)
+    with pytest.raises(TypeError, match="integer"):
+        separators([0.5, 1.0], 2)
+    with pytest.raises(ValueError, match="num_steps"):
+        separators([0, 3], 2, num_steps=2)
+
+
+# ------------------------------------------------------------------------------ Lemma A.1
+
+
+def _random_joint(rng, v, k, zeros):
+    q = rng.exponential(size=(v,) * k) ** rng.uniform(1, 4)
+    if zeros:
+        q[rng.random(q.shape) < 0.3] = 0.0
+        q.flat[rng.integers(q.size)] += 1.0
+    return q / q.sum()
+
+
+@settings(max_examples=60)
+@given(st.sampled_from([(2, 2), (2, 4), (3, 3), (4, 4)]), st.integers(0, 2**32 - 1),
+       st.booleans())
+def test_lemma_a1_identity_and_bound(shape, seed, zeros):
+    v, k = shape
+    rng = np.random.default_rng(seed)
+    q = _random_joint(rng, v, k, zeros)
+    factors = rng.dirichlet(np.ones(v), size=k)
+    res = product_kl(q, factors)
+    assert res.identity_error < 1e-12
+    assert 0 <= res.total_correlation <= (k - 1) * math.log(v) + 1e-12
+    assert res.kl <= multi_token_kl_bound(k, v, res.marginal_kl) + 1e-12
+    assert res.kl <= multi_token_kl_bound(k, v, res.marginal_kl.max()) + 1e-12
+
+
+@pytest.mark.parametrize("v,k", [(2, 2), (2, 4), (3, 3), (4, 4)])
+def test_lemma_a1_is_tight_for_copies(v, k):
+    # X_1 = ... = X_k uniform: TC = (k-1) log V, the bound's ratio is 1 (§10.1 last column).
+    q = np.zeros((v,) * k)
+    for a in range(v):
+        q[(a,) * k] = 1.0 / v
+    assert total_correlation(q) == pytest.approx((k - 1) * math.log(v), rel=1e-12)
+    res = product_kl(q, np.full((k, v), 1.0 / v))
+    assert res.kl == pytest.approx(multi_token_kl_bound(k, v, 0.0), rel=1e-12)
+
+
+def test_product_kl_infinite_off_support():
+    q = np.array([[0.5, 0.0], [0.0, 0.5]])
+    assert product_kl(q, [[1.0, 0.0], [0.5, 0.5]]).kl == math.inf
