@@ -28,7 +28,7 @@ from ._utils import MASK, check_memory
 from .languages import Language
 from .posterior import posterior
 from .sampling import Denoiser, Oracle, call_denoiser, resolve_denoiser
-from .schedules import DeterministicPlan, FixedCountPlan, Plan, Schedule, check_plan
+from .schedules import FixedCountPlan, Plan, Schedule, check_plan
 
 DEFAULT_MAX_BYTES = 2 * 2**30
 """Memory budget of the exact engine unless ``max_bytes`` is passed."""

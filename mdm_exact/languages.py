@@ -360,9 +360,9 @@ class IntervalParity(Language):
     def tokens_from_pair_bits(self, bits: np.ndarray) -> np.ndarray:
         """``bits`` (..., l(l-1)/2) in the order of ``itertools.combinations(range(1, l+1), 2)``
         -> tokens (..., l)."""
-        l = self.interval
-        tokens = np.zeros((*bits.shape[:-1], l), dtype=np.int64)
-        for col, (a, b) in enumerate(itertools.combinations(range(1, l + 1), 2)):
+        ell = self.interval
+        tokens = np.zeros((*bits.shape[:-1], ell), dtype=np.int64)
+        for col, (a, b) in enumerate(itertools.combinations(range(1, ell + 1), 2)):
             bit = bits[..., col].astype(np.int64)
             tokens[..., a - 1] |= bit << (self.bit_index(a, b) - 1)
             tokens[..., b - 1] |= bit << (self.bit_index(b, a) - 1)
@@ -462,7 +462,9 @@ def _random_rows(rng, shape, temperature: float, parameterization: str) -> np.nd
         flat = rng.dirichlet(np.full(shape[-1], 1.0 / temperature), size=int(np.prod(shape[:-1])))
         return flat.reshape(shape)
     else:
-        raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}")
+        raise ValueError(
+            f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}"
+        )
     z -= z.max(axis=-1, keepdims=True)
     w = np.exp(z)
     return w / w.sum(axis=-1, keepdims=True)

@@ -25,7 +25,7 @@ import numba
 import numpy as np
 
 from ._utils import MASK, check_memory, check_tokens
-from .languages import HMM, IntervalParity, Language, NGram
+from .languages import IntervalParity, Language, NGram
 
 DENSE_FRACTION = 0.25
 """HMMs whose transition matrix has more than this fraction of non-zeros use the dense kernel."""

@@ -42,7 +42,9 @@ class Oracle:
 
     def __init__(self, language: Language):
         if not isinstance(language, Language):
-            raise TypeError(f"language must be an mdm_exact Language, got {type(language).__name__}")
+            raise TypeError(
+                f"language must be an mdm_exact Language, got {type(language).__name__}"
+            )
         self.language = language
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
