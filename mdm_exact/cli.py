@@ -450,6 +450,49 @@ def _add_bound(sub) -> None:
     p.set_defaults(func=_cmd_bound)
 
 
+# ------------------------------------------------------------------------------ verify
+
+
+def _cmd_verify(args) -> int:
+    import time
+
+    from .verify import verify
+
+    start = time.perf_counter()
+
+    def progress(name: str) -> None:
+        if not args.json:
+            print(f"checking {name} ...", file=sys.stderr, flush=True)
+
+    checks = verify(quick=args.quick, seed=args.seed, progress=progress)
+    elapsed = time.perf_counter() - start
+    bad = [c for c in checks if not c.as_expected]
+    if args.json:
+        _print_json({"checks": [c.as_dict() for c in checks], "seconds": elapsed,
+                     "all_as_expected": not bad})
+    else:
+        rows = [("statement", "label", "verdict", "margin", "cases", "worst case")]
+        for c in checks:
+            verdict = ("holds" if c.holds else "FAILS") + (
+                "" if c.expected else (" (documented)" if not c.holds else " (expected to fail)"))
+            rows.append((c.statement, c.label, verdict, f"{c.margin:.3g}", str(c.cases),
+                         c.worst_case))
+        print(_table(rows))
+        print(f"{len(checks)} statements checked in {elapsed:.1f} s; "
+              f"{len(checks) - len(bad)} as expected, {len(bad)} not")
+    return 1 if bad else 0
+
+
+def _add_verify(sub) -> None:
+    p = sub.add_parser("verify", help="check every statement of the paper numerically",
+                       description="Run every lemma and theorem's check on a fixed battery of "
+                                   "languages; exit 1 if a statement expected to hold fails.")
+    p.add_argument("--quick", action="store_true", help="smaller battery (< 1 minute)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_verify)
+
+
 # ------------------------------------------------------------------------------ main
 
 
@@ -478,6 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ser(sub)
     _add_bound(sub)
     _add_steps(sub)
+    _add_verify(sub)
     return parser
 
 
