@@ -81,7 +81,8 @@ class Schedule:
     def alphas(self) -> np.ndarray:
         """(N+1,) alpha(t_i) on the grid t_i = i/N: alpha(t_0) = 1, alpha(t_N) = 0."""
         cum = np.concatenate([[0.0], np.cumsum(self._masses)])
-        return cum[::-1].copy()
+        # Dividing by the float total makes alpha(t_0) exactly 1 despite rounding in the sum.
+        return (cum / cum[-1])[::-1].copy()
 
     @property
     def hazards(self) -> np.ndarray:

@@ -1,0 +1,142 @@
+"""The ``mdm-exact`` command line: outputs agree with the library, bad arguments fail cleanly."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+import mdm_exact as me
+from mdm_exact.cli import main
+from mdm_exact.theory.interval import oracle_ser
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def run_json(capsys, *argv):
+    code, out, err = run(capsys, *argv, "--json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_bound_json_matches_schedule_a_formula(capsys):
+    data = run_json(capsys, "bound", "--n", "3", "--eps", "0.1")
+    m = math.ceil(4 * 2 * (1 - Fraction(1, 10)) ** 2 / Fraction(1, 10) ** 3)
+    assert data["steps"] == m + 1 == 6481
+    assert data["min_length"] == 99472  # THEORY.md §10.5
+    assert data["ter_bound"]["nats"] == pytest.approx(4 * 0.1 * math.log(8))
+    assert data["ter_bound"]["bits"] == pytest.approx(4 * 0.1 * 3)
+    alphas = np.array(data["alphas"])
+    assert alphas.size == data["steps"] + 1 and alphas[0] == 1 and alphas[-1] == 0
+    assert sum(r["count"] for r in data["masses"]) == data["steps"]
+    assert math.fsum(r["mass"] * r["count"] for r in data["masses"]) == pytest.approx(1, abs=1e-12)
+
+
+def test_bound_adaptive_and_text(capsys):
+    data = run_json(capsys, "bound", "--n", "2", "--eps", "0.1", "--schedule", "adaptive")
+    assert data["steps"] == 95  # Schedule B, THEORY.md §10.5
+    code, out, _ = run(capsys, "bound", "--n", "3", "--eps", "0.1")
+    assert code == 0 and "6481" in out and "99472" in out
+
+
+def test_bound_verify_reports_intervals(capsys):
+    data = run_json(capsys, "bound", "--n", "2", "--eps", "0.1", "--verify", "--samples", "3")
+    excess = data["verify"]["excess_per_token"]
+    assert excess["low"] <= excess["value"] <= excess["high"]
+    assert excess["value"] <= 4 * 0.1
+    assert data["verify"]["jensen_per_token"]["value"] > 0
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["bound", "--n", "1", "--eps", "0.1"], "--n"),
+        (["bound", "--n", "3", "--eps", "1.5"], "--eps"),
+        (["bound", "--n", "3", "--eps", "0"], "--eps"),
+        (["bound", "--n", "3", "--eps", "0.1", "--length", "100"], "--length"),
+        (["ser", "--interval", "5", "--length", "52", "--steps", "4"], "interval"),
+        (["steps", "--interval", "5", "--length", "12", "--ser", "0.1"], "interval"),
+        (["exact", "--preset", "2-gram", "--length", "3"], "--steps"),
+        (["exact", "--language", "/nonexistent.json", "--length", "3", "--steps", "2"],
+         "nonexistent"),
+        (["simulate", "--preset", "2-gram", "--length", "8", "--steps", "2", "--schedule",
+          "bogus", "--samples", "3"], "schedule"),
+        (["exact", "--preset", "2-gram", "--length", "4", "--alphas", "1,0.7,0.8,0"], "alpha"),
+    ],
+)
+def test_bad_arguments_one_line_error(capsys, argv, needle):
+    code, out, err = run(capsys, *argv)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mdm-exact: error:")
+    assert needle in lines[0]
+
+
+def test_exact_json_matches_library(capsys, tmp_path):
+    lang = me.random_ngram(2, 3, threshold=0.1, seed=4)
+    path = tmp_path / "lang.json"
+    lang.save(path)
+    data = run_json(capsys, "exact", "--language", str(path), "--length", "4", "--steps", "2")
+    ref = me.exact_metrics(lang, me.Schedule.linear(2), 4)
+    for key in ("kl", "log_ter", "ser", "jensen_bound", "entropy"):
+        assert data[key] == pytest.approx(getattr(ref, key), rel=1e-12, abs=1e-15)
+    fixed = run_json(capsys, "exact", "--language", str(path), "--length", "4",
+                     "--fixed-count", "2", "--eps-learning", "0.05")
+    ref = me.exact_metrics(lang, me.FixedCountPlan.even(4, 2), 4, me.PerturbedOracle(lang, 0.05))
+    assert fixed["kl"] == pytest.approx(ref.kl, rel=1e-12)
+    alphas = run_json(capsys, "exact", "--language", str(path), "--length", "4", "--alphas",
+                      "1,0.5,0")
+    assert alphas["ser"] == pytest.approx(data["ser"], rel=1e-12)  # same as linear with N = 2
+
+
+def test_simulate_json_is_reproducible(capsys):
+    argv = ("simulate", "--preset", "2-gram", "--length", "16", "--steps", "4", "--samples",
+            "50", "--seed", "3")
+    a, b = run_json(capsys, *argv), run_json(capsys, *argv)
+    assert a == b
+    assert 0 <= a["ser"]["low"] <= a["ser"]["value"] <= a["ser"]["high"] <= 1
+    assert a["nfe"] == 4 and a["nfe_cache_mean"] <= 4
+
+
+def test_ser_and_steps_agree_with_theory(capsys):
+    data = run_json(capsys, "ser", "--interval", "5", "--length", "1000", "--steps", "500")
+    assert data["ser"] == pytest.approx(oracle_ser(me.Schedule.linear(500), 5, 1000), rel=1e-12)
+    assert data["ser"] >= data["theorem_4_4_lower_bound"]
+    steps = run_json(capsys, "steps", "--interval", "5", "--length", "1000", "--ser", "0.1")
+    n = steps["steps"]
+    assert oracle_ser(me.Schedule.linear(n), 5, 1000) <= 0.1 < oracle_ser(
+        me.Schedule.linear(n - 1), 5, 1000)
+
+
+def test_language_save_roundtrip(capsys, tmp_path):
+    path = tmp_path / "hmm.npz"
+    code, out, _ = run(capsys, "language", "--preset", "hmm", "--save", str(path))
+    assert code == 0 and "num_states: 32" in out
+    loaded = me.load_language(path)
+    np.testing.assert_array_equal(loaded.transition, me.preset("hmm").transition)
+
+
+def test_verify_quick_all_as_expected(capsys):
+    data = run_json(capsys, "verify", "--quick")
+    assert data["all_as_expected"]
+    names = [c["statement"] for c in data["checks"]]
+    documented = [c for c in data["checks"] if not c["expected"]]
+    assert {c["statement"].split(":")[0] for c in documented} >= {"Lemma C.5 proof",
+                                                                   "Lemma B.8 with Def. B.5 read literally (#intervals)"}
+    assert all(not c["holds"] for c in documented)
+    assert any(n.startswith("Theorem C.9") for n in names)
+
+
+def test_module_entry_point():
+    out = subprocess.run([sys.executable, "-m", "mdm_exact", "bound", "--n", "2", "--eps", "0.1",
+                          "--json"], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout)["steps"] == 325
