@@ -507,7 +507,50 @@ def _check_bound_args(args) -> None:
         raise ValueError(f"--eps-learning must be >= 0, got {args.eps_learning}")
 
 
-def build_parser() -> argparse.ArgumentParser:
+TORCH_VERBS = {
+    "train": ("train a small MDM or AR transformer on a language (torch extra)",
+              "add_train_arguments", "run_train"),
+    "evaluate": ("measure a trained run against the exact language (torch extra)",
+                 "add_evaluate_arguments", "run_evaluate"),
+}
+
+
+def _raiser(err: Exception):
+    def run(_args) -> int:
+        raise err
+
+    return run
+
+
+def _add_torch_verbs(sub, command: str | None, full: bool) -> None:
+    """``train`` / ``evaluate`` import torch, so their arguments are only built when the verb is
+    used (or ``full``, for the documentation): ``mdm-exact bound`` stays fast."""
+    for name, (help_text, add_name, run_name) in TORCH_VERBS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text.capitalize() + ".")
+        if command != name and not full:
+            continue
+        try:
+            from .nn import commands
+        except ImportError as err:
+            p.set_defaults(func=_raiser(err))
+            p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+            continue
+        getattr(commands, add_name)(p)
+        p.set_defaults(func=getattr(commands, run_name))
+
+
+def _add_figure(sub) -> None:
+    from .plotting import add_figure_arguments
+
+    p = sub.add_parser("figure", help="render a figure of the paper with the exact oracle")
+    add_figure_arguments(p)
+
+
+def build_parser(argv: Sequence[str] | None = None, *, full: bool = False
+                 ) -> argparse.ArgumentParser:
+    """The argparse parser; ``argv`` tells which verb will run (torch verbs are filled lazily),
+    ``full=True`` fills every verb."""
+    command = next((a for a in (argv or []) if not a.startswith("-")), None)
     parser = argparse.ArgumentParser(
         prog="mdm-exact",
         description="Exact ground truth for masked diffusion language models (Feng et al., "
@@ -522,11 +565,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bound(sub)
     _add_steps(sub)
     _add_verify(sub)
+    _add_figure(sub)
+    _add_torch_verbs(sub, command, full)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
         if args.command == "bound":
