@@ -141,7 +141,7 @@ def _chain(language: Language, implementation: str = "auto") -> _Chain:
 
 
 @numba.njit(cache=True)
-def _forward_row(row, init, emit_t, dense_t, shift, p_ptr, p_idx, p_p, e_ptr, e_idx, alpha,
+def _forward_row(row, init, emit_t, dense, shift, p_ptr, p_idx, p_p, e_ptr, e_idx, alpha,
                  store):
     """Scaled forward pass over one row; returns log-evidence (-inf if impossible).
 
@@ -150,7 +150,7 @@ def _forward_row(row, init, emit_t, dense_t, shift, p_ptr, p_idx, p_p, e_ptr, e_
     length = row.shape[0]
     s_count = init.shape[0]
     all_states = np.arange(s_count)
-    use_dense = dense_t.shape[0] > 0
+    use_dense = dense.shape[0] > 0
     vv = shift.shape[1]
     log_z = 0.0
     prev = alpha[0]
@@ -158,8 +158,10 @@ def _forward_row(row, init, emit_t, dense_t, shift, p_ptr, p_idx, p_p, e_ptr, e_
         cur = alpha[j] if store else alpha[j % 2]
         token = row[j]
         cur[:] = 0.0
+        # Push forms (a state adds its mass to its successors) keep the inner loops free of
+        # reductions, so they vectorise without reassociating floating-point sums.
         if j > 0 and token < 0 and vv > 0:
-            # n-gram, masked: push each state's V successors (contiguous, vectorisable).
+            # n-gram, masked: each state's V successors are contiguous.
             r_count = s_count // vv
             for s in range(s_count):
                 w = prev[s]
@@ -169,16 +171,23 @@ def _forward_row(row, init, emit_t, dense_t, shift, p_ptr, p_idx, p_p, e_ptr, e_
                 for v in range(vv):
                     cur[base + v] += w * shift[s, v]
             states = all_states
+        elif j > 0 and use_dense:
+            for s in range(s_count):
+                w = prev[s]
+                if w == 0.0:
+                    continue
+                row_s = dense[s]
+                for sp in range(s_count):
+                    cur[sp] += w * row_s[sp]
+            if token >= 0:
+                for sp in range(s_count):
+                    cur[sp] *= emit_t[token, sp]
+            states = all_states
         else:
             states = all_states if token < 0 else e_idx[e_ptr[token]:e_ptr[token + 1]]
             for sp in states:
                 if j == 0:
                     acc = init[sp]
-                elif use_dense:
-                    acc = 0.0
-                    col = dense_t[sp]
-                    for p in range(s_count):
-                        acc += prev[p] * col[p]
                 else:
                     acc = 0.0
                     for k in range(p_ptr[sp], p_ptr[sp + 1]):
@@ -200,12 +209,12 @@ def _forward_row(row, init, emit_t, dense_t, shift, p_ptr, p_idx, p_p, e_ptr, e_
 
 
 @numba.njit(parallel=True, cache=True)
-def _log_evidence_kernel(x, init, emit_t, dense_t, shift, p_ptr, p_idx, p_p, e_ptr, e_idx):
+def _log_evidence_kernel(x, init, emit_t, dense, shift, p_ptr, p_idx, p_p, e_ptr, e_idx):
     batch, _ = x.shape
     out = np.empty(batch)
     for b in numba.prange(batch):
         work = np.empty((2, init.shape[0]))
-        out[b] = _forward_row(x[b], init, emit_t, dense_t, shift, p_ptr, p_idx, p_p, e_ptr,
+        out[b] = _forward_row(x[b], init, emit_t, dense, shift, p_ptr, p_idx, p_p, e_ptr,
                               e_idx, work, False)
     return out
 
@@ -223,14 +232,13 @@ def _marginals_kernel(x, init, emit_t, dense, dense_t, shift, c_ptr, c_idx, c_p,
     for b in numba.prange(batch):
         row = x[b]
         alpha = np.zeros((length, s_count))
-        lz = _forward_row(row, init, emit_t, dense_t, shift, p_ptr, p_idx, p_p, e_ptr, e_idx,
+        lz = _forward_row(row, init, emit_t, dense, shift, p_ptr, p_idx, p_p, e_ptr, e_idx,
                           alpha, True)
         log_z[b] = lz
         if lz == -np.inf:
             marg[b, :, :] = np.nan
             continue
         beta = np.ones(s_count)
-        eb = np.empty(s_count)  # emission-weighted beta of the next position
         gamma = np.empty(s_count)
         for j in range(length - 1, -1, -1):
             if j < length - 1:
@@ -243,18 +251,20 @@ def _marginals_kernel(x, init, emit_t, dense, dense_t, shift, c_ptr, c_idx, c_p,
                         for v in range(vv):
                             acc += shift[s, v] * beta[base + v]
                         gamma[s] = acc
-                elif use_dense or token < 0:
-                    for s in range(s_count):
-                        eb[s] = beta[s] if token < 0 else beta[s] * emit_t[token, s]
+                elif use_dense:
+                    gamma[:] = 0.0
+                    for c in range(s_count):
+                        w = beta[c] if token < 0 else beta[c] * emit_t[token, c]
+                        if w == 0.0:
+                            continue
+                        col = dense_t[c]
+                        for s in range(s_count):
+                            gamma[s] += w * col[s]
+                elif token < 0:
                     for s in range(s_count):
                         acc = 0.0
-                        if use_dense:
-                            r = dense[s]
-                            for c in range(s_count):
-                                acc += r[c] * eb[c]
-                        else:
-                            for k in range(c_ptr[s], c_ptr[s + 1]):
-                                acc += c_p[k] * eb[c_idx[k]]
+                        for k in range(c_ptr[s], c_ptr[s + 1]):
+                            acc += c_p[k] * beta[c_idx[k]]
                         gamma[s] = acc
                 else:
                     # A revealed sparse step: only the parents of states emitting the token
@@ -433,7 +443,7 @@ def log_prob(language: Language, x) -> np.ndarray:
         out = _ngram_log_prob(language, arr)
     else:
         chain = _chain(language)
-        out = _log_evidence_kernel(arr, chain.initial, chain.emission_t, chain.dense_t,
+        out = _log_evidence_kernel(arr, chain.initial, chain.emission_t, chain.dense,
                                    chain.shift, chain.parents_ptr, chain.parents, chain.parents_p,
                                    chain.emitters_ptr, chain.emitters)
     return out[0] if single else out
