@@ -7,7 +7,7 @@ produces, its KL / TER / SER, and every bound of the paper checked numerically.
 
 from ._utils import MASK
 from .estimate import Estimate
-from .exact import ExactMetrics, exact_metrics, output_distribution
+from .exact import ExactMetrics, exact_metrics, interval_parity_ser, output_distribution
 from .languages import (
     HMM,
     PRESETS,
@@ -52,6 +52,7 @@ __all__ = [
     "generative_log_perplexity",
     "generative_perplexity",
     "in_support",
+    "interval_parity_ser",
     "jensen_bound",
     "load_language",
     "log_prob",

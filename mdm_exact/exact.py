@@ -260,3 +260,18 @@ def exact_metrics(
         length=length,
         total_mass=float(p.sum()),
     )
+
+
+def interval_parity_ser(interval: int, length: int, schedule: Plan, *,
+                        eps_learning: float = 0.0) -> float:
+    """Exact SER of Example C.7 at any length, O(N l^2) (L = 10^6, N = 10^5 in milliseconds).
+
+    ``eps_learning = 0`` is the oracle (a colliding pair is wrong with probability 1/2); a
+    positive value is Example C.7's worst model under Assumption 4.1, whose pair bits are biased
+    by sqrt(eps_learning / 2) so that a colliding pair errs with probability 1/2 - eps_learning.
+    Computed by ``mdm_exact.theory.interval.oracle_ser``.
+    """
+    from .theory.interval import collision_error_probability, oracle_ser
+
+    p_e = 0.5 if eps_learning == 0 else collision_error_probability(eps_learning)
+    return oracle_ser(check_plan(schedule), interval, length, p_e=p_e)
