@@ -3,8 +3,8 @@
 One tiny configuration (2-gram, V = 4, threshold pruning so that q has forbidden transitions,
 L = 16, width 64) is trained once per module for the MDM and the AR baseline; the tests then
 check the ELBO, the measured learning error (Assumption 4.1), SER at 1 step vs L steps, the AR
-SER, checkpoint reloads, resuming, the samplers' costs and the bad-input errors. Torch runs on one
-thread here: on a shared 2-core machine a second thread mostly waits.
+SER, checkpoint reloads, resuming, the samplers' costs and the bad-input errors. Torch and numba
+run on one thread here: on a shared 2-core machine a second thread mostly waits.
 """
 
 from __future__ import annotations
@@ -48,16 +48,20 @@ pytestmark = pytest.mark.torch
 
 LENGTH = 16
 TINY = {"width": 64, "depth": 2, "heads": 4}
-MDM_TRAIN = {"steps": 300, "batch_size": 128, "lr": 3e-3}
-AR_TRAIN = {"steps": 200, "batch_size": 128, "lr": 3e-3}
+MDM_TRAIN = {"steps": 300, "batch_size": 96, "lr": 3e-3}
+AR_TRAIN = {"steps": 200, "batch_size": 64, "lr": 6e-3}
 
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
-    before = torch.get_num_threads()
+    import numba
+
+    before = torch.get_num_threads(), numba.get_num_threads()
     torch.set_num_threads(1)
+    numba.set_num_threads(1)
     yield
-    torch.set_num_threads(before)
+    torch.set_num_threads(before[0])
+    numba.set_num_threads(before[1])
 
 
 @pytest.fixture(scope="module")
@@ -69,13 +73,20 @@ def language():
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, language):
-    """A run directory holding the trained tiny MDM and AR models."""
+def trained(tmp_path_factory, language):
+    """The tiny MDM and AR models, trained into one run directory: (run_dir, {kind: model})."""
     out = tmp_path_factory.mktemp("run")
+    models = {}
     for kind, settings in (("mdm", MDM_TRAIN), ("ar", AR_TRAIN)):
-        train(language, ModelConfig(kind, 4, LENGTH, **TINY), TrainConfig(LENGTH, **settings),
-              out, device="cpu", progress=False)
-    return out
+        models[kind] = train(language, ModelConfig(kind, 4, LENGTH, **TINY),
+                             TrainConfig(LENGTH, **settings), out, device="cpu",
+                             progress=False).model
+    return out, models
+
+
+@pytest.fixture(scope="module")
+def run_dir(trained):
+    return trained[0]
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +95,11 @@ def mdm(run_dir):
 
 
 @pytest.fixture(scope="module")
-def report(run_dir):
-    return evaluate_run(run_dir, [1, LENGTH], 400, seed=3, device="cpu")
+def report(trained, language):
+    """Evaluation of the in-memory trained models (steps 1 and L, 400 samples, seed 3)."""
+    models = trained[1]
+    return evaluate(language, LENGTH, [1, LENGTH], 400, mdm=TorchDenoiser(models["mdm"]),
+                    ar=TorchDenoiser(models["ar"]), seed=3)
 
 
 # ---------------------------------------------------------------------------------- import
@@ -172,15 +186,12 @@ def test_ar_baseline_ser(report):
     assert report.rows[-1] is ar
 
 
-def test_reloaded_checkpoint_reproduces_the_evaluation(run_dir, mdm, language, report):
+def test_reloaded_checkpoint_reproduces_the_evaluation(run_dir, trained, report):
+    mdm_state = torch.load(run_dir / "mdm.pt", weights_only=True)
+    for key, value in trained[1]["mdm"].state_dict().items():
+        assert torch.equal(mdm_state[key], value), key
     again = evaluate_run(run_dir, [1, LENGTH], 400, seed=3, device="cpu")
     assert again.as_dict() == report.as_dict()
-    ar_model = load_model(run_dir, "ar", "cpu")[0]
-    direct = evaluate(language, LENGTH, [1, LENGTH], 400, mdm=TorchDenoiser(mdm),
-                      ar=TorchDenoiser(ar_model), seed=3)
-    assert direct.as_dict() == report.as_dict()
-    state = torch.load(run_dir / "mdm.pt", weights_only=True)
-    assert all(torch.equal(state[k], v) for k, v in mdm.state_dict().items())
 
 
 def test_resume_continues_identically(tmp_path, language):
@@ -256,7 +267,7 @@ def test_bad_inputs(tmp_path, language, mdm, run_dir):
     with pytest.raises(FileNotFoundError, match="no run directory"):
         evaluate_run(tmp_path / "missing", [4], 10)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match="mdm.pt"):
+    with pytest.raises(FileNotFoundError, match="no trained mdm model"):
         load_model(tmp_path / "empty", "mdm")
     with pytest.raises(FileNotFoundError, match="no trained model"):
         evaluate_run(tmp_path / "empty", [4], 10)

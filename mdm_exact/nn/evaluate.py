@@ -129,11 +129,7 @@ class ScheduleRow:
     ser: Estimate
 
     def as_dict(self) -> dict[str, Any]:
-        out = {k: v for k, v in asdict(self).items()}
-        for key in ("gen_log_ppl", "gen_log_ppl_valid", "ser"):
-            value = getattr(self, key)
-            out[key] = None if value is None else value.as_dict()
-        return out
+        return asdict(self)
 
 
 def _score(language: Language, gen: Generation, steps: int, model: str, expected_nfe: float

@@ -16,7 +16,7 @@ an unchanged output:
 - ``fixed_count``: ``ddpm_cache`` on ``FixedCountPlan.even(length, N)``;
 - ``autoregressive``: a causal model decoding left to right, NFE = L.
 
-``Generation.network_calls`` counts the batched forward passes the simulation actually made
+``Generation.network_calls`` counts the batched denoiser calls the simulation actually made
 (``CachedDenoiser`` answers a repeated identical batch from memory).
 """
 
@@ -70,7 +70,7 @@ class TorchDenoiser:
                              "to form a prefix (use a left-to-right plan)")
         out = np.empty((*arr.shape, self.config.vocab_size))
         for start in range(0, arr.shape[0], self.batch_size):
-            chunk = torch.from_numpy(arr[start:start + self.batch_size]).to(self.device)
+            chunk = torch.tensor(arr[start:start + self.batch_size], device=self.device)
             with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16,
                                 enabled=self.device.type == "cuda"):
                 logits = self.model(model_inputs(self.config, chunk))
@@ -118,7 +118,7 @@ class Generation:
 
     ``tokens``: (num, L) int64; ``reveal_step``: (num, L) 0-based step of each position;
     ``nfe``: (num,) network evaluations each sequence costs under ``sampler``;
-    ``network_calls``: batched forward passes made for the whole batch.
+    ``network_calls``: batched denoiser calls the simulation made for the whole batch.
     """
 
     tokens: np.ndarray

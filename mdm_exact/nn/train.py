@@ -45,6 +45,11 @@ CHECKPOINT_EVERY = 500
 FORMAT_VERSION = 1
 
 
+_RANGES = {"lr": "lr > 0", "warmup_fraction": "0 <= warmup_fraction <= 1",
+           "weight_decay": "weight_decay >= 0", "grad_clip": "grad_clip > 0",
+           "t_min": "0 < t_min < 1"}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation settings; ``steps`` is the total number of optimizer steps of the run."""
@@ -64,14 +69,18 @@ class TrainConfig:
         check_positive_int("steps", self.steps)
         check_positive_int("batch_size", self.batch_size)
         check_positive_int("seed", self.seed, 0)
-        for name, low, high in (("lr", 0.0, math.inf), ("warmup_fraction", 0.0, 1.0),
-                                ("weight_decay", 0.0, math.inf), ("grad_clip", 0.0, math.inf),
-                                ("t_min", 0.0, 1.0)):
+        checks = (
+            ("lr", self.lr > 0),
+            ("warmup_fraction", 0 <= self.warmup_fraction <= 1),
+            ("weight_decay", self.weight_decay >= 0),
+            ("grad_clip", self.grad_clip > 0),
+            ("t_min", 0 < self.t_min < 1),
+        )
+        for name, ok in checks:
             value = getattr(self, name)
-            if not (isinstance(value, int | float) and low <= value <= high and value == value):
-                raise ValueError(f"{name} must lie in [{low}, {high}], got {value!r}")
-        if self.lr == 0 or self.grad_clip == 0 or self.t_min in (0, 1):
-            raise ValueError("lr and grad_clip must be > 0 and t_min must lie in (0, 1)")
+            if not (isinstance(value, int | float) and math.isfinite(value) and ok):
+                raise ValueError(f"{name} must be a finite number with {_RANGES[name]}, "
+                                 f"got {value!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -148,7 +157,8 @@ def _write_atomic(path: Path, write) -> None:
 
 
 def _check_run_dir(out: Path, language: Language, kind: str, header: dict) -> bool:
-    """Write or compare ``language.json`` and ``{kind}.json``; True when a run can resume."""
+    """Write or compare ``language.json`` and ``{kind}.json`` (the configs, written before the
+    first step); True when a checkpoint to resume from exists."""
     lang_path = out / LANGUAGE_FILE
     wanted = _json_roundtrip(language.to_dict())
     if lang_path.exists():
@@ -159,6 +169,7 @@ def _check_run_dir(out: Path, language: Language, kind: str, header: dict) -> bo
         _write_atomic(lang_path, lambda p: language.save(p))
     config_path = out / f"{kind}.json"
     if not config_path.exists():
+        _write_atomic(config_path, lambda p: p.write_text(json.dumps(header, indent=2)))
         return False
     old = json.loads(config_path.read_text())
     for key in ("model", "train"):
