@@ -140,6 +140,16 @@ def _chain(language: Language, implementation: str = "auto") -> _Chain:
 # ------------------------------------------------------------------------------ numba kernels
 
 
+@numba.njit(cache=True, fastmath={"reassoc"}, inline="always")
+def _dot(a, b):
+    """Dot product of two short vectors; reassociation lets it vectorise (rounding may differ
+    from left-to-right summation in the last bit)."""
+    acc = 0.0
+    for i in range(a.shape[0]):
+        acc += a[i] * b[i]
+    return acc
+
+
 @numba.njit(cache=True)
 def _forward_row(row, init, emit_t, dense, shift, p_ptr, p_idx, p_p, e_ptr, e_idx, alpha,
                  store):
@@ -231,7 +241,7 @@ def _marginals_kernel(x, init, emit_t, dense, dense_t, shift, c_ptr, c_idx, c_p,
     vv = shift.shape[1]
     for b in numba.prange(batch):
         row = x[b]
-        alpha = np.zeros((length, s_count))
+        alpha = np.empty((length, s_count))  # every row is cleared by the forward pass
         lz = _forward_row(row, init, emit_t, dense, shift, p_ptr, p_idx, p_p, e_ptr, e_idx,
                           alpha, True)
         log_z[b] = lz
@@ -246,11 +256,7 @@ def _marginals_kernel(x, init, emit_t, dense, dense_t, shift, c_ptr, c_idx, c_p,
                 if token < 0 and vv > 0:
                     r_count = s_count // vv
                     for s in range(s_count):
-                        acc = 0.0
-                        base = (s % r_count) * vv
-                        for v in range(vv):
-                            acc += shift[s, v] * beta[base + v]
-                        gamma[s] = acc
+                        gamma[s] = _dot(shift[s], beta[(s % r_count) * vv:(s % r_count + 1) * vv])
                 elif use_dense:
                     gamma[:] = 0.0
                     for c in range(s_count):
