@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 MASK = -1
@@ -78,12 +80,21 @@ def check_positive_int(name: str, value, minimum: int = 1) -> int:
     return int(value)
 
 
+def table_bytes(base: int, exponent: int, factor: float = 8.0) -> float:
+    """``factor * base ** exponent`` as a float, ``inf`` where it would overflow: the size of a
+    dense table with ``base ** exponent`` entries."""
+    if base <= 1 or exponent * math.log(base) + math.log(factor) < 700:
+        return factor * float(base) ** exponent
+    return math.inf
+
+
 def check_memory(what: str, nbytes: float, max_bytes: float | None) -> None:
     """Refuse, before any work, a computation whose estimated memory exceeds the budget."""
     limit = DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
     if nbytes > limit:
+        size = f"about {nbytes / 2**30:.3g} GiB" if math.isfinite(nbytes) else "over 1e290 GiB"
         raise ValueError(
-            f"{what} would need about {nbytes / 2**30:.3g} GiB, above the limit of "
+            f"{what} would need {size}, above the limit of "
             f"{limit / 2**30:.3g} GiB (pass a larger max_bytes to allow it)"
         )
 

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ._utils import MASK, check_memory
+from ._utils import MASK, check_memory, table_bytes
 from .languages import Language
 from .posterior import posterior
 from .sampling import Denoiser, Oracle, call_denoiser, resolve_denoiser
@@ -35,9 +35,8 @@ DEFAULT_MAX_BYTES = 2 * 2**30
 
 
 def _estimate_bytes(vocab_size: int, length: int) -> float:
-    states = float(vocab_size + 1) ** length
-    pairs = float(2 * vocab_size + 1) ** length
-    return 8.0 * (states * length * (2 * vocab_size + 2) + 6 * pairs)
+    states = table_bytes(vocab_size + 1, length, 8.0 * length * (2 * vocab_size + 2))
+    return states + table_bytes(2 * vocab_size + 1, length, 48.0)
 
 
 def _partial_states(vocab_size: int, length: int) -> np.ndarray:
@@ -105,7 +104,7 @@ class _Tables:
 def _tables(language: Language, length: int, den: Denoiser, max_bytes) -> _Tables:
     v = language.vocab_size
     check_memory(
-        f"the exact engine at V={v}, L={length} ((V+1)^L = {(v + 1) ** length} partial states)",
+        f"the exact engine at V={v}, L={length} ((V+1)^L = {v + 1}^{length} partial states)",
         _estimate_bytes(v, length),
         DEFAULT_MAX_BYTES if max_bytes is None else max_bytes,
     )

@@ -32,6 +32,7 @@ from ._utils import (
     check_memory,
     check_positive_int,
     check_probabilities,
+    table_bytes,
 )
 from .estimate import Estimate, exact, mean_interval
 
@@ -145,7 +146,7 @@ class HMM(Language):
     def joint(self, length: int, *, max_bytes: float | None = None) -> np.ndarray:
         length = self._check_length(length)
         v, k = self.vocab_size, self.num_states
-        check_memory(f"HMM.joint(length={length})", 8.0 * v**length * k, max_bytes)
+        check_memory(f"HMM.joint(length={length})", table_bytes(v, length, 8.0 * k), max_bytes)
         # table[(x_1..x_j), s_j] = P(x_1..x_j, s_j), extended one token at a time.
         table = (self.initial[None, :] * self.emission.T).reshape(v, k)
         for _ in range(length - 1):
@@ -159,7 +160,7 @@ class HMM(Language):
         """H(q) in nats: exact by enumeration when V^length * K floats fit in 256 MiB, else a
         Monte-Carlo mean of -log q(x) over ``num_samples`` draws with a t interval."""
         length = self._check_length(length)
-        if 8.0 * self.vocab_size**length * self.num_states <= ENUMERATION_MAX_BYTES:
+        if table_bytes(self.vocab_size, length, 8.0 * self.num_states) <= ENUMERATION_MAX_BYTES:
             p = self.joint(length).ravel()
             p = p[p > 0]
             return exact(-(p * np.log(p)).sum())
@@ -249,7 +250,7 @@ class NGram(Language):
     def joint(self, length: int, *, max_bytes: float | None = None) -> np.ndarray:
         length = self._check_length(length)
         v, c = self.vocab_size, self.order - 1
-        check_memory(f"NGram.joint(length={length})", 8.0 * v ** max(length, c), max_bytes)
+        check_memory(f"NGram.joint(length={length})", table_bytes(v, max(length, c)), max_bytes)
         table = self.initial.ravel()
         flat = self._flat_transition()
         for _ in range(length - c):
@@ -385,7 +386,7 @@ class IntervalParity(Language):
     def joint(self, length: int, *, max_bytes: float | None = None) -> np.ndarray:
         length = self._check_length(length)
         v = self.vocab_size
-        check_memory(f"IntervalParity.joint(length={length})", 8.0 * v**length, max_bytes)
+        check_memory(f"IntervalParity.joint(length={length})", table_bytes(v, length), max_bytes)
         block = np.zeros((v,) * self.interval)
         block[tuple(self.valid_strings().T)] = 2.0**-self.num_pairs
         out = np.ones(())

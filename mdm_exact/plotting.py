@@ -66,6 +66,16 @@ def _powers_of_two(low: int, high: int) -> list[int]:
     return out
 
 
+def _data(compute: Callable, quick: bool, data, kwargs: dict):
+    """``data`` if given (then no computing option may be passed), else ``compute(...)``."""
+    if data is None:
+        return compute(quick=quick, **kwargs)
+    if kwargs:
+        raise TypeError(f"pass either data or the options of {compute.__name__}, got both "
+                        f"(options {sorted(kwargs)})")
+    return data
+
+
 # ------------------------------------------------------------------------------ Fig. 1
 
 
@@ -163,7 +173,7 @@ def figure_1(*, quick: bool = False, data: Fig1Data | None = None, **kwargs):
     ``schedule``, ``seed``); pass ``data`` to draw precomputed numbers. Returns a Figure with
     2 axes.
     """
-    d = figure_1_data(quick=quick, **kwargs) if data is None else data
+    d = _data(figure_1_data, quick, data, kwargs)
     fig, (ax_ppl, ax_ser) = _figure(2, width=5.6, height=4.6)
     x = np.asarray(d.steps, dtype=float)
     x_ar = 2.0 * x[-1]
@@ -304,7 +314,7 @@ def figure_theorem_4_4(*, quick: bool = False, data: Theorem44Data | None = None
 
     ``kwargs`` go to ``figure_theorem_4_4_data``; pass ``data`` to draw precomputed numbers.
     """
-    d = figure_theorem_4_4_data(quick=quick, **kwargs) if data is None else data
+    d = _data(figure_theorem_4_4_data, quick, data, kwargs)
     fig, (ax, ax_min) = _figure(2)
     for i, length in enumerate(d.lengths):
         color = f"C{i}"
@@ -474,7 +484,7 @@ def figure_theorem_4_2(*, quick: bool = False, data: Theorem42Data | None = None
 
     ``kwargs`` go to ``figure_theorem_4_2_data``; pass ``data`` to draw precomputed numbers.
     """
-    d = figure_theorem_4_2_data(quick=quick, **kwargs) if data is None else data
+    d = _data(figure_theorem_4_2_data, quick, data, kwargs)
     fig, (ax_alpha, ax_mass, ax_kl) = _figure(3, width=5.0, height=4.6)
     labels = {"A": "Schedule A (paper_ngram)", "B": "Schedule B (adaptive_ngram)"}
     for k, (key, sched) in enumerate(d.schedules.items()):

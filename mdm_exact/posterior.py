@@ -19,6 +19,7 @@ Example C.7 (``IntervalParity``) has a closed form per interval and skips the ch
 from __future__ import annotations
 
 import weakref
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numba
@@ -26,6 +27,10 @@ import numpy as np
 
 from ._utils import MASK, check_memory, check_tokens
 from .languages import IntervalParity, Language, NGram
+
+SERIAL_WORK = 1_000_000
+"""Below this many (position x state) updates a call runs on one thread: waking numba's worker
+threads costs more than such a call, and far more on a busy machine."""
 
 DENSE_FRACTION = 0.25
 """HMMs whose transition matrix has more than this fraction of non-zeros use the dense kernel."""
@@ -337,6 +342,20 @@ def _support_kernel(x, init_nz, emit_nz_t, p_ptr, p_idx):
     return out
 
 
+@contextmanager
+def _threads_for(work: float):
+    """Run small calls on one numba thread (see ``SERIAL_WORK``)."""
+    if work >= SERIAL_WORK or numba.get_num_threads() == 1:
+        yield
+        return
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
+
+
 # ------------------------------------------------------------------------ interval parity
 
 
@@ -409,12 +428,12 @@ def posterior(
                    + numba.get_num_threads() * length * chain.num_states),
             max_bytes,
         )
-        marg, log_z = _marginals_kernel(
-            arr, chain.initial, chain.emission_t, chain.dense, chain.dense_t, chain.shift,
-            chain.children_ptr,
-            chain.children, chain.children_p, chain.parents_ptr, chain.parents, chain.parents_p,
-            chain.emitters_ptr, chain.emitters,
-        )
+        with _threads_for(batch * length * chain.num_states):
+            marg, log_z = _marginals_kernel(
+                arr, chain.initial, chain.emission_t, chain.dense, chain.dense_t, chain.shift,
+                chain.children_ptr, chain.children, chain.children_p, chain.parents_ptr,
+                chain.parents, chain.parents_p, chain.emitters_ptr, chain.emitters,
+            )
         valid = np.isfinite(log_z)
     if single:
         return Posterior(marg[0], log_z[0], valid[0])
@@ -449,9 +468,10 @@ def log_prob(language: Language, x) -> np.ndarray:
         out = _ngram_log_prob(language, arr)
     else:
         chain = _chain(language)
-        out = _log_evidence_kernel(arr, chain.initial, chain.emission_t, chain.dense,
-                                   chain.shift, chain.parents_ptr, chain.parents, chain.parents_p,
-                                   chain.emitters_ptr, chain.emitters)
+        with _threads_for(arr.size * chain.num_states):
+            out = _log_evidence_kernel(arr, chain.initial, chain.emission_t, chain.dense,
+                                       chain.shift, chain.parents_ptr, chain.parents,
+                                       chain.parents_p, chain.emitters_ptr, chain.emitters)
     return out[0] if single else out
 
 
@@ -479,8 +499,9 @@ def in_support(language: Language, x) -> np.ndarray:
         out = np.isfinite(_ngram_log_prob(language, arr))
     else:
         chain = _chain(language)
-        out = _support_kernel(arr, chain.initial > 0, chain.emission_t > 0, chain.parents_ptr,
-                              chain.parents)
+        with _threads_for(arr.size * chain.num_states):
+            out = _support_kernel(arr, chain.initial > 0, chain.emission_t > 0,
+                                  chain.parents_ptr, chain.parents)
     return out[0] if single else out
 
 

@@ -16,8 +16,6 @@ import pytest
 
 from mdm_exact import plotting
 
-pytest.importorskip("matplotlib")
-
 EXPECTED_AXES = {"fig1": 2, "theorem-4.4": 2, "theorem-4.2": 3}
 DATA = {
     "fig1": plotting.figure_1_data,
