@@ -571,6 +571,7 @@ def build_parser(argv: Sequence[str] | None = None, *, full: bool = False
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``mdm-exact`` with ``argv`` (default: sys.argv); returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
     args = parser.parse_args(argv)

@@ -24,6 +24,7 @@ class Estimate:
 
     @property
     def exact(self) -> bool:
+        """Whether the value is exact (zero-width interval)."""
         return self.method == "exact"
 
     def __float__(self) -> float:
@@ -34,6 +35,7 @@ class Estimate:
         return self.low <= value <= self.high
 
     def as_dict(self) -> dict:
+        """The fields as a JSON-ready dict."""
         return {
             "value": self.value,
             "low": self.low,

@@ -203,6 +203,7 @@ class ExactMetrics:
     total_mass: float
 
     def as_dict(self) -> dict:
+        """The fields as a dict (the JSON of ``mdm-exact exact``)."""
         return asdict(self)
 
 

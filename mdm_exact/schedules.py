@@ -70,6 +70,7 @@ class Schedule:
 
     @property
     def num_steps(self) -> int:
+        """Number of executed steps N."""
         return self._masses.size
 
     @property
@@ -112,6 +113,7 @@ class Schedule:
             return float(-np.expm1(length * np.log1p(-np.minimum(self._masses, 1.0))).sum())
 
     def check_length(self, length: int) -> int:
+        """``length`` as an int (any positive length suits an independent-step schedule)."""
         return check_positive_int("length", length)
 
     def draw_steps(self, num: int, length: int, rng=None) -> np.ndarray:
@@ -126,6 +128,7 @@ class Schedule:
         return f"Schedule({self.name!r}, num_steps={self.num_steps})"
 
     def to_dict(self) -> dict:
+        """JSON-ready description: name and masses."""
         return {"kind": "schedule", "name": self.name, "masses": self._masses.tolist()}
 
     # ------------------------------------------------------------------ construction
@@ -269,13 +272,16 @@ class FixedCountPlan:
 
     @property
     def num_steps(self) -> int:
+        """Number of steps N (empty steps included)."""
         return self.counts.size
 
     @property
     def length(self) -> int:
+        """The sequence length L = sum(counts) the plan is for."""
         return int(self.counts.sum())
 
     def check_length(self, length: int) -> int:
+        """``length``, refused unless it equals ``sum(counts)``."""
         length = check_positive_int("length", length)
         if length != self.length:
             raise ValueError(f"length must equal sum(counts) = {self.length}, got {length}")
@@ -298,6 +304,7 @@ class FixedCountPlan:
         return f"FixedCountPlan(counts={self.counts.tolist()})"
 
     def to_dict(self) -> dict:
+        """JSON-ready description: the counts."""
         return {"kind": "fixed_count", "counts": self.counts.tolist()}
 
 
@@ -338,13 +345,16 @@ class DeterministicPlan:
 
     @property
     def num_steps(self) -> int:
+        """Number of steps N (empty steps included)."""
         return len(self.sets)
 
     @property
     def length(self) -> int:
+        """The sequence length L the sets cover."""
         return self._steps.size
 
     def check_length(self, length: int) -> int:
+        """``length``, refused unless it equals the number of planned positions."""
         length = check_positive_int("length", length)
         if length != self.length:
             raise ValueError(f"length must equal the number of planned positions {self.length}, "
@@ -352,10 +362,12 @@ class DeterministicPlan:
         return length
 
     def draw_steps(self, num: int, length: int, rng=None) -> np.ndarray:
+        """(num, length): the same planned step of every position in every row."""
         self.check_length(length)
         return np.broadcast_to(self._steps, (check_positive_int("num", num, 0), length)).copy()
 
     def expected_nfe(self, length: int) -> float:
+        """Number of non-empty steps (deterministic; Appendix D)."""
         self.check_length(length)
         return float(sum(1 for s in self.sets if s.size))
 
@@ -363,6 +375,7 @@ class DeterministicPlan:
         return f"DeterministicPlan(num_steps={self.num_steps}, length={self.length})"
 
     def to_dict(self) -> dict:
+        """JSON-ready description: the position sets."""
         return {"kind": "deterministic", "sets": [s.tolist() for s in self.sets]}
 
 

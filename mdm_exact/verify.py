@@ -50,9 +50,11 @@ class Check:
 
     @property
     def as_expected(self) -> bool:
+        """Whether the verdict matches the expectation (holds, or a documented failure)."""
         return self.holds == self.expected
 
     def as_dict(self) -> dict:
+        """The fields as a JSON-ready dict."""
         return {"statement": self.statement, "label": self.label, "expected": self.expected,
                 "holds": self.holds, "margin": self.margin, "worst_case": self.worst_case,
                 "cases": self.cases, "as_expected": self.as_expected}

@@ -66,6 +66,7 @@ class LearningError:
     max: float
 
     def as_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-ready dict."""
         return asdict(self)
 
 
@@ -129,6 +130,7 @@ class ScheduleRow:
     ser: Estimate
 
     def as_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-ready dict."""
         return asdict(self)
 
 
@@ -162,6 +164,7 @@ class Evaluation:
     learning_error: LearningError | None
 
     def as_dict(self) -> dict[str, Any]:
+        """The whole report as a JSON-ready dict."""
         return {
             "language": self.language,
             "length": self.length,

@@ -65,10 +65,12 @@ class ModelConfig:
         return self.vocab_size
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready hyperparameters (stored beside the checkpoint)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Inverse of ``to_dict``."""
         if not isinstance(data, dict):
             raise ValueError(f"a model config must be a mapping, got {type(data).__name__}")
         unknown = set(data) - set(cls.__dataclass_fields__)
@@ -146,6 +148,7 @@ class Transformer(nn.Module):
             nn.init.zeros_(module.bias)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """Logits (batch, length, V) for token ids (batch, length), mask id V."""
         n = ids.shape[1]
         if n > self.config.max_length:
             raise ValueError(
@@ -158,6 +161,7 @@ class Transformer(nn.Module):
         return self.head(self.norm(x))
 
     def num_parameters(self) -> int:
+        """Number of trainable parameters."""
         return sum(p.numel() for p in self.parameters())
 
 

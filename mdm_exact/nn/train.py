@@ -83,6 +83,7 @@ class TrainConfig:
                                  f"got {value!r}")
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready training settings."""
         return asdict(self)
 
 
@@ -99,6 +100,7 @@ class TrainResult:
 
     @property
     def complete(self) -> bool:
+        """Whether training reached its final step."""
         return self.step >= self.steps
 
 
