@@ -78,9 +78,7 @@ def _cmd_language(args) -> int:
         info["interval"] = lang.interval
     if args.length:
         ent = lang.entropy(args.length, seed=args.seed)
-        info["entropy_per_token"] = Estimate(ent.value / args.length, ent.low / args.length,
-                                             ent.high / args.length, ent.method, ent.confidence,
-                                             ent.num_samples)
+        info["entropy_per_token"] = ent.scaled(1 / args.length)
     if args.sample:
         if not args.length:
             raise ValueError("--sample needs --length")
@@ -204,8 +202,7 @@ def _cmd_simulate(args) -> int:
     ser = sequence_error_rate(lang, res.tokens)
     gen = generative_log_perplexity(lang, res.tokens)
     jb = jensen_bound(lang, plan, args.length, max(2, args.samples), den, rng)
-    jb_token = Estimate(jb.value / args.length, jb.low / args.length, jb.high / args.length,
-                        jb.method, jb.confidence, jb.num_samples)
+    jb_token = jb.scaled(1 / args.length)
     data = {"ser": ser, "gen_log_ppl": gen, "jensen_bound_per_token": jb_token,
             "nfe": res.nfe, "nfe_cache_mean": float(res.nfe_cache.mean()),
             "samples": args.samples, "length": args.length, "plan": repr(plan),
@@ -425,8 +422,7 @@ def _verify_bound(args, sched: Schedule, length: int) -> dict:
             raise ValueError(f"--verify at L = {length} with {args.samples} samples is too large "
                              "for the Jensen-bound estimate; lower --samples or --length")
         jb = jensen_bound(lang, sched, length, args.samples, None, args.seed)
-        out["jensen_per_token"] = Estimate(jb.value / length, jb.low / length, jb.high / length,
-                                           jb.method, jb.confidence, jb.num_samples)
+        out["jensen_per_token"] = jb.scaled(1 / length)
     return out
 
 

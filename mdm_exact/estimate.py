@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -29,6 +29,13 @@ class Estimate:
 
     def __float__(self) -> float:
         return float(self.value)
+
+    def scaled(self, factor: float) -> Estimate:
+        """The same estimate times a positive ``factor`` (e.g. ``1 / L`` for per-token)."""
+        if not factor > 0:
+            raise ValueError(f"factor must be > 0, got {factor!r}")
+        return replace(self, value=self.value * factor, low=self.low * factor,
+                       high=self.high * factor)
 
     def contains(self, value: float) -> bool:
         """Whether ``value`` lies in the closed interval [low, high]."""

@@ -33,7 +33,8 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from ._common import check_int, step_sizes
+from .._utils import check_positive_int
+from ._common import step_sizes
 
 READINGS = ("excess", "intervals")
 """Definition B.5 readings: ``excess`` D_k = |tau_k| - D#_k (what Lemma B.8 needs) and
@@ -130,8 +131,8 @@ def multi_token_kl_bound(num_tokens: int, vocab_size: int, marginal_kl) -> float
 
     ``marginal_kl``: (k,) per-token KLs, or one number used for each of the k tokens. Nats.
     """
-    k = check_int("num_tokens", num_tokens, 1)
-    v = check_int("vocab_size", vocab_size, 1)
+    k = check_positive_int("num_tokens", num_tokens, 1)
+    v = check_positive_int("vocab_size", vocab_size, 1)
     kls = np.broadcast_to(np.asarray(marginal_kl, dtype=np.float64), (k,))
     if np.any(kls < 0) or np.any(np.isnan(kls)):
         raise ValueError("marginal_kl must be >= 0")
@@ -229,14 +230,14 @@ def _check_steps(steps, num_steps) -> tuple[np.ndarray, int]:
     top = int(arr.max()) + 1 if arr.size else 1
     if num_steps is None:
         return arr, top
-    n = check_int("num_steps", num_steps, 1)
+    n = check_positive_int("num_steps", num_steps, 1)
     if n < top:
         raise ValueError(f"num_steps must exceed every step index ({top - 1}), got {num_steps}")
     return arr, n
 
 
 def _counts(steps, n, num_steps):
-    n = check_int("n", n, 2)
+    n = check_positive_int("n", n, 2)
     arr, num_steps = _check_steps(steps, num_steps)
     return arr, _batch_counts(arr, n, num_steps)
 

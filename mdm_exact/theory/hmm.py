@@ -11,9 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._utils import check_positive_int
 from ..estimate import Estimate, mean_interval
 from ..schedules import check_plan
-from ._common import check_int, check_nonnegative, masses_of
+from ._common import check_nonnegative, masses_of
 from .interval import distinct_steps_probability
 
 
@@ -22,13 +23,13 @@ def collision_probability(schedule, length: int) -> float:
 
     ``schedule``: a ``Schedule`` or its (N,) masses. O(N L) (see
     ``distinct_steps_probability``)."""
-    length = check_int("length", length, 1)
+    length = check_positive_int("length", length, 1)
     return max(0.0, 1.0 - distinct_steps_probability(schedule, length))
 
 
 def collision_union_bound(schedule, length: int) -> float:
     """Lemma C.1 (union bound) [derived]: Pr[collision] <= C(L, 2) sum_k (p^(k))^2."""
-    length = check_int("length", length, 1)
+    length = check_positive_int("length", length, 1)
     p = masses_of(schedule)
     return math.comb(length, 2) * float(np.sum(p**2))
 
@@ -36,14 +37,14 @@ def collision_union_bound(schedule, length: int) -> float:
 def collision_max_bound(schedule, length: int) -> float:
     """Lemma C.1 (max form) [derived]: Pr[collision] <= C(L, 2) max_k p^(k), which -> 0 as
     N -> infinity for a continuous alpha (and only then: a jump in alpha keeps it large)."""
-    length = check_int("length", length, 1)
+    length = check_positive_int("length", length, 1)
     return math.comb(length, 2) * float(np.max(masses_of(schedule)))
 
 
 def acceptance_lower_bound(length: int, eps_learning: float) -> float:
     """Lemma C.2 [derived]: with |tau_k| <= 1 for all k, under Assumption 4.1,
     p_acc = Pr[output in supp q] >= exp(-L eps_learning) (>= 1 - L eps_learning)."""
-    length = check_int("length", length, 1)
+    length = check_positive_int("length", length, 1)
     eps = check_nonnegative("eps_learning", eps_learning)
     return math.exp(-length * eps)
 
@@ -85,8 +86,8 @@ def nfe_monte_carlo(
     """Appendix D [derived]: Monte Carlo of the number of non-empty steps over instances of
     ``plan`` (Student-t interval), to check ``expected_nfe``."""
     plan = check_plan(plan)
-    length = check_int("length", length, 1)
-    num = check_int("num_samples", num_samples, 2)
+    length = check_positive_int("length", length, 1)
+    num = check_positive_int("num_samples", num_samples, 2)
     steps = plan.draw_steps(num, length, np.random.default_rng(seed))
     ordered = np.sort(steps, axis=1)
     nonempty = 1 + np.count_nonzero(np.diff(ordered, axis=1), axis=1)

@@ -26,9 +26,9 @@ from fractions import Fraction
 import numba
 import numpy as np
 
+from .._utils import check_positive_int
 from ..schedules import DeterministicPlan, FixedCountPlan, Schedule
 from ._common import (
-    check_int,
     check_probability,
     masses_of,
     run_lengths,
@@ -58,7 +58,7 @@ def distinct_steps_probability(schedule, interval: int) -> float:
     steps. ``schedule``: a ``Schedule`` or its (N,) masses. O(N l) in float64 through
     g_j = j! e_j (each g_j is a probability, so it neither overflows nor cancels).
     """
-    ell = check_int("interval", interval, 1)
+    ell = check_positive_int("interval", interval, 1)
     # masses summing to 1 + 1e-16 could otherwise give a "probability" just above 1
     return float(min(1.0, _distinct_kernel(masses_of(schedule), ell)))
 
@@ -70,7 +70,7 @@ def distinct_steps_probability_exact(masses, interval: int) -> Fraction:
     cases and as a reference for ``distinct_steps_probability``; if the masses do not sum to 1
     the result is l! e_l(masses), not a probability.
     """
-    ell = check_int("interval", interval, 1)
+    ell = check_positive_int("interval", interval, 1)
     ps = [m if isinstance(m, Fraction) else Fraction(m) for m in np.asarray(masses).ravel()]
     g = [Fraction(1)] + [Fraction(0)] * ell
     for p in ps:
@@ -83,7 +83,7 @@ def distinct_steps_tight_bound(num_steps, interval: int) -> float:
     """Lemma C.5 (tight bound) [derived]: P_j <= prod_{r=1}^{l-1} (1 - r/N), the value at the
     uniform schedule (Schur concavity of e_l); 0 when N < l."""
     n = float(num_steps)
-    ell = check_int("interval", interval, 1)
+    ell = check_positive_int("interval", interval, 1)
     if not n >= 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps!r}")
     r = np.arange(1, ell)
@@ -93,7 +93,7 @@ def distinct_steps_tight_bound(num_steps, interval: int) -> float:
 def distinct_steps_paper_bound(num_steps, interval: int) -> float:
     """Lemma C.5 (the paper's statement) [derived]: P_j <= (1 - 1/N)^(l-1)."""
     n = float(num_steps)
-    ell = check_int("interval", interval, 1)
+    ell = check_positive_int("interval", interval, 1)
     if not n >= 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps!r}")
     return (1.0 - 1.0 / n) ** (ell - 1)
@@ -106,7 +106,7 @@ def jensen_intermediate(schedule, interval: int) -> float:
     [0, 2/l], and for N < l the intermediate can exceed (1 - 1/N)^(l-1) (THEORY.md §10.2,
     Ambiguity 2). It is an upper bound on P_j, but the Jensen step is not valid in general.
     """
-    ell = check_int("interval", interval, 1)
+    ell = check_positive_int("interval", interval, 1)
     p = masses_of(schedule)
     return float(np.sum(p * (1.0 - p) ** (ell - 1)))
 
@@ -115,8 +115,8 @@ def jensen_intermediate(schedule, interval: int) -> float:
 
 
 def _check_interval_length(interval, length) -> tuple[int, int]:
-    ell = check_int("interval", interval, 1)
-    length = check_int("length", length, 1)
+    ell = check_positive_int("interval", interval, 1)
+    length = check_positive_int("length", length, 1)
     if length % ell:
         raise ValueError(f"length must be a multiple of interval={ell} (Def. C.4), got {length}")
     return ell, length
@@ -225,7 +225,7 @@ def interval_valid_probability(plan, interval: int, *, p_e: float = 0.5):
     for equal masses; a ``FixedCountPlan``: multivariate hypergeometric counts, exact, the same
     for every interval; a ``DeterministicPlan``: returns the (K,) per-interval values.
     """
-    ell = check_int("interval", interval, 1)
+    ell = check_positive_int("interval", interval, 1)
     p_e = check_probability("p_e", p_e)
     if isinstance(plan, FixedCountPlan):
         _check_interval_length(ell, plan.length)
@@ -273,8 +273,8 @@ def theorem_c9_bound(C: float, length: int, p_e: float = 63 / 128, interval: int
     From Lemma C.6 with 1 - (1 - 1/N)^(l-1) >= ((l-1)/N)(1 - (l-2)/(2N)) (Bonferroni) and
     (1 - x)^K <= e^(-x K). Needs C L >= 1. Weaker than ``ser_lower_bound`` at N = C L.
     """
-    ell = check_int("interval", interval, 2)
-    length = check_int("length", length, 1)
+    ell = check_positive_int("interval", interval, 2)
+    length = check_positive_int("length", length, 1)
     p_e = check_probability("p_e", p_e)
     c = float(C)
     if not (math.isfinite(c) and c * length >= 1):
@@ -286,7 +286,7 @@ def theorem_c9_bound(C: float, length: int, p_e: float = 63 / 128, interval: int
 def c9_max_constant(p_e: float = 63 / 128, interval: int = 5) -> float:
     """Theorem C.9 [derived]: the L -> infinity limit of the bound, 1 - exp(-(l-1) p_e / (l C)),
     is >= 1/2 iff C <= (l-1) p_e / (l ln 2); 4 p_e / (5 ln 2) ~ 0.568 for l = 5, p_e = 63/128."""
-    ell = check_int("interval", interval, 2)
+    ell = check_positive_int("interval", interval, 2)
     p_e = check_probability("p_e", p_e)
     return (ell - 1) * p_e / (ell * math.log(2.0))
 
@@ -312,10 +312,10 @@ def c9_finite_length_check(
     """Theorem C.9 [derived]: "C = 1/2 works for all L >= 15 with 5 | L", checked by scanning
     every multiple of l in [min_length, max_length] and evaluating Lemma C.6's paper form at
     the worst case N = C L (real; the bound is non-increasing in N)."""
-    ell = check_int("interval", interval, 2)
+    ell = check_positive_int("interval", interval, 2)
     p_e = check_probability("p_e", p_e)
-    lo = check_int("min_length", min_length, 1)
-    hi = check_int("max_length", max_length, lo)
+    lo = check_positive_int("min_length", min_length, 1)
+    hi = check_positive_int("max_length", max_length, lo)
     lengths = np.arange(-(-lo // ell) * ell, hi + 1, ell)
     if lengths.size == 0:
         raise ValueError(f"no multiple of interval={ell} in [{lo}, {hi}]")
@@ -358,7 +358,7 @@ def min_steps_for_ser(
     ell, length = _check_interval_length(interval, length)
     target = check_probability("target", target)
     p_e = check_probability("p_e", p_e)
-    max_steps = check_int("max_steps", max_steps, 1)
+    max_steps = check_positive_int("max_steps", max_steps, 1)
     if _ser_at(ell, length, p_e, family, 1) <= target:
         return 1
     lo, hi = 1, 1

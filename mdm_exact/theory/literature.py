@@ -15,11 +15,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._utils import check_positive_int
 from ..estimate import Estimate, exact, mean_interval
 from ..languages import Language
 from ..posterior import posterior_marginals
 from ..schedules import DeterministicPlan, FixedCountPlan, Schedule
-from ._common import check_int, check_nonnegative
+from ._common import check_nonnegative
 
 METHODS = ("auto", "exact", "monte-carlo")
 EXACT_MAX_ENTRIES = 2**20
@@ -69,7 +70,7 @@ def mutual_information_profile(
     """
     if not isinstance(language, Language):
         raise TypeError(f"language must be an mdm_exact Language, got {type(language).__name__}")
-    length = check_int("length", length, 1)
+    length = check_positive_int("length", length, 1)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if method == "auto":
@@ -85,7 +86,7 @@ def mutual_information_profile(
         # I >= 0; independent positions would otherwise show rounding noise like -4e-16
         mi = np.maximum(h_i - cond, 0.0)
         return MutualInformationProfile(h_i, cond, mi, exact(mi.sum()), "exact")
-    num = check_int("num_samples", num_samples, 2)
+    num = check_positive_int("num_samples", num_samples, 2)
     masked = np.full((1, length), -1, dtype=np.int64)
     marg = posterior_marginals(language, masked)[0]
     h_i = np.array([_entropy(row) for row in marg])
@@ -113,8 +114,8 @@ def li_cai_bound(
     / L * sum_i I(X_i; X_-i) + eps_train, with s_max = ``max_revealed`` the largest number of
     positions revealed in one step. Nats (the unit of the inputs)."""
     total = check_nonnegative("mutual_information_sum", mutual_information_sum)
-    length = check_int("length", length, 1)
-    s_max = check_int("max_revealed", max_revealed, 1)
+    length = check_positive_int("length", length, 1)
+    s_max = check_positive_int("max_revealed", max_revealed, 1)
     eps = check_nonnegative("eps_train", eps_train)
     factor = 2 ** math.ceil(math.log2(s_max)) - 1
     return factor / length * total + eps

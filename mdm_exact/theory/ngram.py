@@ -15,9 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._utils import check_positive_int
 from ..estimate import Estimate, mean_interval, wilson_interval
 from ..schedules import Schedule, paper_ngram_extra_steps
-from ._common import check_int, check_nonnegative, check_probability, masses_of, step_sizes
+from ._common import check_nonnegative, check_probability, masses_of, step_sizes
 from .dependencies import separators, total_dependencies
 
 DRAW_BUDGET = 2**23
@@ -28,8 +29,8 @@ def dependency_kl_bound(dependencies, length: int, vocab_size: int, eps_learning
     """Lemmas B.8 and B.9 [derived]: KL(q || p_tau) <= D_tau log|V| + L eps_learning for one
     instance (``dependencies`` = D_tau, excess reading), and KL(q || p) <= E[D_tau] log|V|
     + L eps_learning for a schedule (``dependencies`` = E[D_tau]). Broadcasts; nats."""
-    length = check_int("length", length, 1)
-    v = check_int("vocab_size", vocab_size, 1)
+    length = check_positive_int("length", length, 1)
+    v = check_positive_int("vocab_size", vocab_size, 1)
     eps = check_nonnegative("eps_learning", eps_learning)
     d = np.asarray(dependencies, dtype=np.float64)
     if np.any(d < 0):
@@ -61,8 +62,8 @@ def separator_tail_bound(length: int, n: int, revealed_before) -> ChernoffTail:
     <= exp(-L (P^(k))^(n-1) / (8(n-1))), with L/(n-1) read as floor(L/(n-1)) aligned blocks.
 
     ``revealed_before``: P^(k), scalar or (N,)."""
-    length = check_int("length", length, 1)
-    n = check_int("n", n, 2)
+    length = check_positive_int("length", length, 1)
+    n = check_positive_int("n", n, 2)
     mean = _blocks(length, n) * np.asarray(revealed_before, dtype=np.float64) ** (n - 1)
     return ChernoffTail(mean / 2.0, np.exp(-mean / 8.0))
 
@@ -70,7 +71,7 @@ def separator_tail_bound(length: int, n: int, revealed_before) -> ChernoffTail:
 def new_location_tail_bound(length: int, mass) -> ChernoffTail:
     """Lemma B.10, second bound [derived]: Pr[m_k >= 2 L p^(k)] <= exp(-L p^(k) / 3),
     m_k ~ Bin(L, p^(k)). ``mass``: p^(k), scalar or (N,)."""
-    length = check_int("length", length, 1)
+    length = check_positive_int("length", length, 1)
     mu = length * np.asarray(mass, dtype=np.float64)
     return ChernoffTail(2.0 * mu, np.exp(-mu / 3.0))
 
@@ -104,9 +105,9 @@ def chernoff_check(
     event frequencies with both Chernoff bounds. Cost O(num_samples L log L)."""
     if not isinstance(schedule, Schedule):
         raise TypeError(f"schedule must be a Schedule, got {type(schedule).__name__}")
-    length = check_int("length", length, 1)
-    n = check_int("n", n, 2)
-    num = check_int("num_samples", num_samples, 1)
+    length = check_positive_int("length", length, 1)
+    n = check_positive_int("n", n, 2)
+    num = check_positive_int("num_samples", num_samples, 1)
     rng = np.random.default_rng(seed)
     p, big_p = schedule.masses, schedule.revealed_before
     sep = separator_tail_bound(length, n, big_p)
@@ -177,8 +178,8 @@ def step_dependency_bound(schedule, length: int, n: int) -> DependencyBound:
 
     ``schedule``: a ``Schedule`` or its (N,) masses; L/(n-1) is floor(L/(n-1)) (Ambiguity 13).
     Returns (N,) arrays (see ``DependencyBound``)."""
-    length = check_int("length", length, 1)
-    n = check_int("n", n, 2)
+    length = check_positive_int("length", length, 1)
+    n = check_positive_int("n", n, 2)
     p = masses_of(schedule)
     big_p = np.concatenate([[0.0], np.cumsum(p)[:-1]])
     mu = length * p
@@ -198,7 +199,7 @@ def min_length(n: int, eps) -> int:
     """Lemma B.12 [ours, Schedule A]: L_0 = ceil(max{8(n-1) ln(4/eps) / eps^(n-1),
     3 ln(10/eps) M / (1 - eps), M}) with M = ceil(4(n-1)(1-eps)^2 / eps^n); L_0 =
     O((n-1) / eps^(n+1/2)) (<= 27.7 (n-1) / eps^(n+1/2) up to rounding)."""
-    n = check_int("n", n, 2)
+    n = check_positive_int("n", n, 2)
     m = paper_ngram_extra_steps(n, eps)
     e = float(eps)
     return math.ceil(
@@ -232,7 +233,7 @@ def excess_bound_per_token(schedule, length: int, n: int) -> float:
     """Lemma B.12 [derived]: analytic bound on E[D_tau] / L = sum_k E[D_k] / L, the factor of
     log|V| in Lemma B.9: L p^(1) for the first step (no separators; A.1) plus Lemma B.11's
     capped bound for every later step, over L. Target: <= 4 eps at L >= L_0."""
-    length = check_int("length", length, 1)
+    length = check_positive_int("length", length, 1)
     return float(step_dependency_bound(schedule, length, n).bound.sum() / length)
 
 
@@ -243,9 +244,9 @@ def excess_monte_carlo(
     """Lemma B.12 / Definition B.7 [derived]: Monte Carlo of the exact excess D_tau / L over
     instances of ``schedule`` (any plan with ``draw_steps``), with a Student-t interval
     (``mean_interval``). O(num_samples L log L); L = 3e6 takes about a second per instance."""
-    length = check_int("length", length, 1)
-    n = check_int("n", n, 2)
-    num = check_int("num_samples", num_samples, 2)
+    length = check_positive_int("length", length, 1)
+    n = check_positive_int("n", n, 2)
+    num = check_positive_int("num_samples", num_samples, 2)
     rng = np.random.default_rng(seed)
     chunk = max(1, DRAW_BUDGET // length)
     values = []
@@ -277,7 +278,7 @@ def ter_bound(
     The gap is in the unit of ``base`` (nats by default, ``base=2`` for bits); eps_learning
     must be given in that same unit. log TER(p) = log TER(q) + KL(q || p)/L (Theorem B.13)."""
     e = check_probability("eps", eps, open_low=True, open_high=True)
-    v = check_int("vocab_size", vocab_size, 1)
+    v = check_positive_int("vocab_size", vocab_size, 1)
     eps_l = check_nonnegative("eps_learning", eps_learning)
     if not (base > 0 and base != 1):
         raise ValueError(f"base must be positive and != 1, got {base!r}")
