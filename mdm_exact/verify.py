@@ -296,6 +296,8 @@ def _lemma_c5_c9(quick: bool, rng) -> list[Check]:
     scan = tint.c9_finite_length_check(0.5, 63 / 128, 5, 15, 20_000 if quick else 200_000)
     c9.append((scan.min_bound, 0.5, f"min over L in [15, ...] of the C.6 bound at N = L/2 "
                f"(worst L={scan.argmin_length})"))
+    explicit = [(tint.theorem_c9_bound(0.5, length), 0.5, f"C=1/2, L={length}")
+                for length in range(15, 205, 5)]
     return [
         _judge("Lemma C.5: P_j = l! e_l(p) <= prod_r (1 - r/N) (tight)", "[derived]", c5_tight),
         _judge("Lemma C.5: P_j <= (1 - 1/N)^(l-1)", "[derived]", c5),
@@ -307,6 +309,8 @@ def _lemma_c5_c9(quick: bool, rng) -> list[Check]:
                c7, upper=False),
         _judge("Theorem C.9 (4.4): exact SER >= explicit bound; C = 1/2 gives >= 1/2, L >= 15",
                "[derived]", c9, upper=False),
+        _judge("Theorem C.9 explicit exp form: C = 1/2 gives >= 1/2 for every L >= 15",
+               "[derived text]", explicit, expected=False, upper=False),
     ]
 
 
