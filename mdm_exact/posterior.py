@@ -4,9 +4,11 @@ An ideal MDM denoiser outputs exactly these marginals (THEORY.md §1, eq. 2: q_{
 
 Every language is run as a chain over hidden states (``_Chain``): an HMM as it is, an n-gram as
 the HMM whose state at position j is (x_j, ..., x_{j+n-2}) emitting its first token. That chain is
-sparse (V successors per state), so an n-gram costs O(L V^n) per row, not the O(L V^(2n-2)) of the
-dense HMM view, and a revealed token only touches the V^(n-2) states that emit it. HMMs with a
-dense transition matrix use contiguous dot products instead of index lists.
+sparse (V successors per state), so an n-gram costs at most O(L V^n) per row, not the
+O(L V^(2n-2)) of the dense HMM view; its own kernel (``_ngram_marginals_kernel``) moreover keeps
+only the states consistent with the revealed tokens, so a step costs V^(masked tokens among
+x_j .. x_{j+n-1}). HMMs run on index lists (sparse) or contiguous rows (dense), skipping states
+whose message is zero.
 
 Numerics: messages are rescaled to sum 1 at every position (the "scaling" implementation), the
 logs of the scale factors add up to the log-evidence, so L = 100000 neither underflows nor
@@ -145,16 +147,6 @@ def _chain(language: Language, implementation: str = "auto") -> _Chain:
 # ------------------------------------------------------------------------------ numba kernels
 
 
-@numba.njit(cache=True, fastmath={"reassoc"}, inline="always")
-def _dot(a, b):
-    """Dot product of two short vectors; reassociation lets it vectorise (rounding may differ
-    from left-to-right summation in the last bit)."""
-    acc = 0.0
-    for i in range(a.shape[0]):
-        acc += a[i] * b[i]
-    return acc
-
-
 @numba.njit(cache=True)
 def _forward_row(row, init, emit_t, dense, shift, p_ptr, p_idx, p_p, e_ptr, e_idx, alpha,
                  store):
@@ -235,20 +227,19 @@ def _log_evidence_kernel(x, init, emit_t, dense, shift, p_ptr, p_idx, p_p, e_ptr
 
 
 @numba.njit(parallel=True, cache=True)
-def _marginals_kernel(x, init, emit_t, dense, dense_t, shift, c_ptr, c_idx, c_p, p_ptr, p_idx,
-                      p_p, e_ptr, e_idx):
+def _marginals_kernel(x, init, emit_t, dense, dense_t, c_ptr, c_idx, c_p, p_ptr, p_idx, p_p,
+                      e_ptr, e_idx):
     batch, length = x.shape
     s_count = init.shape[0]
     vocab = emit_t.shape[0]
     marg = np.zeros((batch, length, vocab))
     log_z = np.empty(batch)
     use_dense = dense.shape[0] > 0
-    vv = shift.shape[1]
     for b in numba.prange(batch):
         row = x[b]
         alpha = np.empty((length, s_count))  # every row is cleared by the forward pass
-        lz = _forward_row(row, init, emit_t, dense, shift, p_ptr, p_idx, p_p, e_ptr, e_idx,
-                          alpha, True)
+        lz = _forward_row(row, init, emit_t, dense, np.zeros((0, 0)), p_ptr, p_idx, p_p, e_ptr,
+                          e_idx, alpha, True)
         log_z[b] = lz
         if lz == -np.inf:
             marg[b, :, :] = np.nan
@@ -258,11 +249,7 @@ def _marginals_kernel(x, init, emit_t, dense, dense_t, shift, c_ptr, c_idx, c_p,
         for j in range(length - 1, -1, -1):
             if j < length - 1:
                 token = row[j + 1]
-                if token < 0 and vv > 0:
-                    r_count = s_count // vv
-                    for s in range(s_count):
-                        gamma[s] = _dot(shift[s], beta[(s % r_count) * vv:(s % r_count + 1) * vv])
-                elif use_dense:
+                if use_dense:
                     gamma[:] = 0.0
                     for c in range(s_count):
                         w = beta[c] if token < 0 else beta[c] * emit_t[token, c]
@@ -340,6 +327,167 @@ def _support_kernel(x, init_nz, emit_nz_t, p_ptr, p_idx):
             prev, cur = cur, prev
         out[b] = alive
     return out
+
+
+@numba.njit(cache=True)
+def _live_states(row, start, digits, vocab, out):
+    """Fill ``out[:n]`` with the ``digits``-digit base-V numbers whose digit i equals
+    ``row[start + i]`` where that token is revealed (positions past the row are free), in
+    ascending order; returns n."""
+    length = row.shape[0]
+    n = 1
+    out[0] = 0
+    for i in range(digits):
+        pos = start + i
+        tok = row[pos] if pos < length else -1
+        if tok >= 0:
+            for k in range(n):
+                out[k] = out[k] * vocab + tok
+        else:
+            for k in range(n - 1, -1, -1):
+                base = out[k] * vocab
+                for e in range(vocab):
+                    out[k * vocab + e] = base + e
+            n *= vocab
+    return n
+
+
+@numba.njit(parallel=True, cache=True)
+def _ngram_marginals_kernel(x, init, shift, vocab, order):
+    """Forward-backward of an n-gram on its live states only.
+
+    The state at position j is (x_j, ..., x_{j+n-2}); every revealed token among them fixes a
+    digit, so alpha_j lives on D_j x U_j (D_j: the first digit, U_j: the other n-2) and a step
+    costs V^(number of masked tokens in x_j .. x_{j+n-1}) multiply-adds. The forward table is
+    stored packed, one block per position in ascending state order (the output of step j is
+    already U_j x Y_j in that order, so no index maps are needed).
+    """
+    batch, length = x.shape
+    v_count = vocab
+    c = order - 1
+    s_count = init.shape[0]
+    r_count = s_count // v_count
+    marg = np.zeros((batch, length, v_count))
+    log_z = np.empty(batch)
+    for b in numba.prange(batch):
+        row = x[b]
+        live = np.empty(max(r_count, 1), dtype=np.int64)
+        off = np.empty(length + 1, dtype=np.int64)
+        off[0] = 0
+        for j in range(length):
+            nd = v_count if row[j] < 0 else 1
+            nu = 1
+            for i in range(1, c):
+                pos = j + i
+                if pos >= length or row[pos] < 0:
+                    nu *= v_count
+            off[j + 1] = off[j] + nd * nu
+        alpha = np.empty(off[length])
+        lz = 0.0
+        ok = True
+        first = np.empty(s_count, dtype=np.int64)
+        n0 = _live_states(row, 0, c, v_count, first)
+        total = 0.0
+        for k in range(n0):
+            alpha[k] = init[first[k]]
+            total += alpha[k]
+        if total > 0.0:
+            inv = 1.0 / total
+            for k in range(n0):
+                alpha[k] *= inv
+            lz += np.log(total)
+        else:
+            ok = False
+        for j in range(length - 1):
+            if not ok:
+                break
+            p0, c0 = off[j], off[j + 1]
+            tok = row[j]
+            dlo = 0 if tok < 0 else tok
+            nd = v_count if tok < 0 else 1
+            nu = _live_states(row, j + 1, c - 1, v_count, live)
+            ytok = row[j + c] if j + c < length else -1
+            total = 0.0
+            if ytok >= 0:
+                for k in range(nu):
+                    acc = 0.0
+                    for di in range(nd):
+                        acc += alpha[p0 + di * nu + k] * shift[(dlo + di) * r_count + live[k], ytok]
+                    alpha[c0 + k] = acc
+                    total += acc
+                n_out = nu
+            else:
+                # Push form: each live (d, u) adds its mass to the V successors (u, y).
+                for k in range(nu):
+                    o = c0 + k * v_count
+                    w = alpha[p0 + k]
+                    sh = shift[dlo * r_count + live[k]]
+                    for y in range(v_count):
+                        alpha[o + y] = w * sh[y]
+                    for di in range(1, nd):
+                        w = alpha[p0 + di * nu + k]
+                        sh = shift[(dlo + di) * r_count + live[k]]
+                        for y in range(v_count):
+                            alpha[o + y] += w * sh[y]
+                n_out = nu * v_count
+                for i in range(c0, c0 + n_out):
+                    total += alpha[i]
+            if not total > 0.0:
+                ok = False
+                break
+            inv = 1.0 / total
+            for i in range(c0, c0 + n_out):
+                alpha[i] *= inv
+            lz += np.log(total)
+        if not ok:
+            log_z[b] = -np.inf
+            marg[b, :, :] = np.nan
+            continue
+        log_z[b] = lz
+        beta = np.empty(s_count)
+        nxt = np.empty(s_count)
+        for i in range(off[length] - off[length - 1]):
+            beta[i] = 1.0
+        for j in range(length - 1, -1, -1):
+            tok = row[j]
+            dlo = 0 if tok < 0 else tok
+            nd = v_count if tok < 0 else 1
+            nu = _live_states(row, j + 1, c - 1, v_count, live)
+            if j < length - 1:
+                beta, nxt = nxt, beta  # nxt: beta_{j+1}, packed as (u over U_j, y over Y_j)
+                ytok = row[j + c] if j + c < length else -1
+                total = 0.0
+                for di in range(nd):
+                    for k in range(nu):
+                        st = (dlo + di) * r_count + live[k]
+                        if ytok >= 0:
+                            acc = shift[st, ytok] * nxt[k]
+                        else:
+                            acc = 0.0
+                            sh = shift[st]
+                            o = k * v_count
+                            for y in range(v_count):
+                                acc += sh[y] * nxt[o + y]
+                        beta[di * nu + k] = acc
+                        total += acc
+                inv = 1.0 / total
+                for i in range(nd * nu):
+                    beta[i] *= inv
+            if tok >= 0:
+                marg[b, j, tok] = 1.0
+                continue
+            a0 = off[j]
+            total = 0.0
+            for v in range(v_count):
+                acc = 0.0
+                for k in range(nu):
+                    acc += alpha[a0 + v * nu + k] * beta[v * nu + k]
+                marg[b, j, v] = acc
+                total += acc
+            inv = 1.0 / total
+            for v in range(v_count):
+                marg[b, j, v] *= inv
+    return marg, log_z
 
 
 @contextmanager
@@ -429,11 +577,15 @@ def posterior(
             max_bytes,
         )
         with _threads_for(batch * length * chain.num_states):
-            marg, log_z = _marginals_kernel(
-                arr, chain.initial, chain.emission_t, chain.dense, chain.dense_t, chain.shift,
-                chain.children_ptr, chain.children, chain.children_p, chain.parents_ptr,
-                chain.parents, chain.parents_p, chain.emitters_ptr, chain.emitters,
-            )
+            if chain.shift.size:
+                marg, log_z = _ngram_marginals_kernel(arr, chain.initial, chain.shift,
+                                                      language.vocab_size, language.order)
+            else:
+                marg, log_z = _marginals_kernel(
+                    arr, chain.initial, chain.emission_t, chain.dense, chain.dense_t,
+                    chain.children_ptr, chain.children, chain.children_p, chain.parents_ptr,
+                    chain.parents, chain.parents_p, chain.emitters_ptr, chain.emitters,
+                )
         valid = np.isfinite(log_z)
     if single:
         return Posterior(marg[0], log_z[0], valid[0])
