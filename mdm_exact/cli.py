@@ -282,15 +282,17 @@ def _add_ser(sub) -> None:
 
 def _cmd_steps(args) -> int:
     if args.interval is not None:
-        from .theory.interval import c9_max_constant, min_steps_for_ser
+        from .theory.interval import c9_max_constant, min_steps_for_ser, min_steps_lower_bound
 
         if args.ser is None:
             raise ValueError("--interval needs --ser TARGET")
         p_e = _p_e(args)
         n = min_steps_for_ser(args.interval, args.length, args.ser, p_e=p_e,
                               family=args.schedule)
+        floor = min_steps_lower_bound(args.interval, args.length, args.ser, p_e=p_e)
         data = {"steps": n, "steps_per_length": n / args.length, "interval": args.interval,
-                "length": args.length, "ser_target": args.ser, "p_e": p_e}
+                "length": args.length, "ser_target": args.ser, "p_e": p_e,
+                "lower_bound_steps": floor}
         if args.interval == 5:
             data["theorem_4_4_max_C"] = c9_max_constant(p_e=max(p_e, 1e-12))
         if args.json:
@@ -298,6 +300,8 @@ def _cmd_steps(args) -> int:
             return 0
         print(f"smallest N with exact SER <= {args.ser:g} (Example C.7, l = {args.interval}, "
               f"L = {args.length}, {args.schedule}): N = {n}  (N/L = {n / args.length:.4g})")
+        print(f"Lemma C.6 / Theorem 4.4: no schedule reaches it with fewer than N = {floor} "
+              f"steps (N/L = {floor / args.length:.4g})")
         if "theorem_4_4_max_C" in data:
             print(f"Theorem 4.4: SER >= 1/2 whenever N <= C L with C <= "
                   f"{data['theorem_4_4_max_C']:.4g} (large L)")

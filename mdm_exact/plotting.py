@@ -245,22 +245,6 @@ class Theorem44Data:
     min_steps_c6: np.ndarray
 
 
-def _min_steps_lower_bound(interval: int, length: int, target: float, p_e: float) -> int:
-    """Smallest N with Lemma C.6's bound <= target (the bound is non-increasing in N)."""
-    from .theory.interval import ser_lower_bound
-
-    lo, hi = 0, 1
-    while ser_lower_bound(hi, interval, length, p_e) > target:
-        lo, hi = hi, 2 * hi
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if ser_lower_bound(mid, interval, length, p_e) > target:
-            lo = mid
-        else:
-            hi = mid
-    return hi
-
-
 def figure_theorem_4_4_data(
     *,
     quick: bool = False,
@@ -277,7 +261,13 @@ def figure_theorem_4_4_data(
     Defaults: L = 50, 500, 5000, 50000 and 9 lengths from 50 to 10^5 for the minimum N;
     ``quick``: 3 lengths and 5 lengths up to 5000.
     """
-    from .theory.interval import min_steps_for_ser, oracle_ser, ser_lower_bound, theorem_c9_bound
+    from .theory.interval import (
+        min_steps_for_ser,
+        min_steps_lower_bound,
+        oracle_ser,
+        ser_lower_bound,
+        theorem_c9_bound,
+    )
 
     ell = int(interval)
     if lengths is None:
@@ -301,7 +291,7 @@ def figure_theorem_4_4_data(
     c9 = np.array([theorem_c9_bound(r, big, 63 / 128, ell) for r in ratios])
     limit = -np.expm1(-(ell - 1) / (4.0 * ratios))
     mins = np.array([min_steps_for_ser(ell, n, target) for n in min_lengths], dtype=float)
-    mins_c6 = np.array([_min_steps_lower_bound(ell, n, target, 0.5) for n in min_lengths],
+    mins_c6 = np.array([min_steps_lower_bound(ell, n, target, p_e=0.5) for n in min_lengths],
                        dtype=float)
     return Theorem44Data(ell, lengths, ratios, ser, c6, c9, limit, float(target), min_lengths,
                          mins, mins_c6)

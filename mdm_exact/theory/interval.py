@@ -338,6 +338,26 @@ def _ser_at(interval, length, p_e, family, n) -> float:
     return oracle_ser(Schedule.named(family, n), interval, length, p_e=p_e)
 
 
+def min_steps_lower_bound(interval: int, length: int, target: float, *, p_e: float = 0.5) -> int:
+    """Lemma C.6 inverted [derived]: the smallest N at which the paper-form bound
+    1 - (1 - p_e (1 - (1 - 1/N)^(l-1)))^(L/l) drops to ``target``. Every schedule with fewer
+    steps has SER > ``target`` (the bound holds for all schedules and is non-increasing in N);
+    Theorem 4.4's "N = Omega(L)" in numbers."""
+    ell, length = _check_interval_length(interval, length)
+    target = check_probability("target", target)
+    p_e = check_probability("p_e", p_e)
+    lo, hi = 0, 1
+    while ser_lower_bound(hi, ell, length, p_e) > target:
+        lo, hi = hi, 2 * hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if ser_lower_bound(mid, ell, length, p_e) > target:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
 def min_steps_for_ser(
     interval: int,
     length: int,
