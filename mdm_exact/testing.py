@@ -31,7 +31,16 @@ from hypothesis.strategies import SearchStrategy
 from ._utils import MASK
 from .languages import HMM, IntervalParity, Language, NGram
 
-__all__ = ["hmms", "interval_parity", "masked_sequences", "ngrams", "small_languages"]
+__all__ = [
+    "alpha_grids",
+    "eps_learnings",
+    "hmms",
+    "interval_parity",
+    "masked_sequences",
+    "ngrams",
+    "plans",
+    "small_languages",
+]
 
 _SEEDS = st.integers(0, 2**32 - 1)
 _ORDERS = st.integers(2, 4)
@@ -39,6 +48,7 @@ _VOCAB_SIZES = st.integers(2, 3)
 _NUM_STATES = st.integers(1, 4)
 _INTERVALS = st.integers(2, 4)
 _BATCHES = st.integers(1, 4)
+_STEPS = st.integers(1, 5)
 _ZERO_RATES = (0.0, 0.3, 0.6)
 """Per-entry probabilities of an exact zero; high rates make supports small and irregular."""
 DYADIC_DENOMINATOR = 64
@@ -203,3 +213,55 @@ def masked_sequences(
         changed = (rng.random(x.shape) < 0.3) & (rng.random((n, 1)) < 0.5)
         x[changed] = rng.integers(MASK, language.vocab_size, size=int(changed.sum()))
     return x
+
+
+@st.composite
+def alpha_grids(draw, num_steps: int | SearchStrategy[int] = _STEPS) -> np.ndarray:
+    """(N+1,) masking-schedule grids alpha(t_0..t_N): non-increasing from 1 to 0, possibly with
+    flat stretches (empty steps). Feed them to ``Schedule.from_alpha``."""
+    n = draw(_strategy(num_steps))
+    rng = np.random.default_rng(draw(_SEEDS))
+    cuts = np.sort(rng.random(n - 1))[::-1]
+    if draw(st.booleans()) and n > 2:
+        i = rng.integers(1, n - 1)
+        cuts[i] = cuts[i - 1]  # a flat stretch: an empty step
+    return np.concatenate([[1.0], cuts, [0.0]])
+
+
+@st.composite
+def plans(draw, length: int, num_steps: int | SearchStrategy[int] = _STEPS):
+    """Any plan for sequences of ``length``: a schedule family (linear, cosine, polynomial), a
+    random alpha grid, a fixed-count plan or a deterministic plan with random (possibly empty)
+    position sets.
+
+    Example::
+
+        @given(st.data())
+        def test_kl_below_jensen(data):
+            language = data.draw(small_languages())
+            plan = data.draw(plans(4))
+            m = mdm_exact.exact_metrics(language, plan, 4)
+            assert m.kl <= m.jensen_bound + 1e-12
+    """
+    from .schedules import DeterministicPlan, FixedCountPlan, Schedule
+
+    n = draw(_strategy(num_steps))
+    kind = draw(st.sampled_from(("linear", "cosine", "polynomial", "alpha", "fixed", "sets")))
+    if kind == "linear":
+        return Schedule.linear(n)
+    if kind == "cosine":
+        return Schedule.cosine(n)
+    if kind == "polynomial":
+        return Schedule.polynomial(n, draw(st.sampled_from((0.5, 2.0, 3.0))))
+    if kind == "alpha":
+        return Schedule.from_alpha(draw(alpha_grids(n)))
+    if kind == "fixed":
+        return FixedCountPlan.even(length, n)
+    steps = draw(st.lists(st.integers(0, n - 1), min_size=length, max_size=length))
+    return DeterministicPlan([[j for j in range(length) if steps[j] == k] for k in range(n)])
+
+
+def eps_learnings(max_value: float = 0.5) -> SearchStrategy[float]:
+    """Learning errors for ``PerturbedOracle`` (nats): 0 (the oracle) or a value in
+    [1e-4, ``max_value``]."""
+    return st.one_of(st.just(0.0), st.floats(1e-4, max_value, allow_nan=False))
