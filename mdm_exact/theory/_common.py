@@ -78,23 +78,28 @@ def _truncated_mul(a, b):
 
 
 @numba.njit(cache=True)
+def _times_power(out, base, e):
+    """out * base^e modulo z^(d+1), by repeated squaring."""
+    base = base.copy()
+    while e > 0:
+        if e & 1:
+            out = _truncated_mul(out, base)
+        e >>= 1
+        if e > 0:
+            base = _truncated_mul(base, base)
+    return out
+
+
+@numba.njit(cache=True)
 def truncated_product(factors, powers):
     """prod_r factors[r](z) ** powers[r] modulo z^(d+1), by repeated squaring per row.
 
     factors: (R, d+1) power-series coefficients, all >= 0 (so nothing cancels); powers: (R,).
     """
-    degree = factors.shape[1] - 1
-    out = np.zeros(degree + 1)
+    out = np.zeros(factors.shape[1])
     out[0] = 1.0
     for r in range(factors.shape[0]):
-        e = powers[r]
-        base = factors[r].copy()
-        while e > 0:
-            if e & 1:
-                out = _truncated_mul(out, base)
-            e >>= 1
-            if e > 0:
-                base = _truncated_mul(base, base)
+        out = _times_power(out, factors[r], powers[r])
     return out
 
 
@@ -113,12 +118,5 @@ def schedule_series(masses, powers, weights):
         for c in range(degree + 1):
             factor[c] = weights[c] * pc
             pc *= masses[r]
-        e = powers[r]
-        base = factor.copy()
-        while e > 0:
-            if e & 1:
-                out = _truncated_mul(out, base)
-            e >>= 1
-            if e > 0:
-                base = _truncated_mul(base, base)
+        out = _times_power(out, factor, powers[r])
     return out
