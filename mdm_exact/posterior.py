@@ -69,7 +69,7 @@ class _Chain:
     parents_p: np.ndarray
     emitters_ptr: np.ndarray  # states with positive emission of token v
     emitters: np.ndarray
-    shift: np.ndarray  # n-grams: (S, V) next-token table of state s, successor (s mod S/V)*V + v
+    shift: np.ndarray  # n-grams: (S, V) next-token table (successor (s mod S/V)*V + v); HMMs: 0x0
 
     @property
     def num_states(self) -> int:
@@ -148,8 +148,7 @@ def _chain(language: Language, implementation: str = "auto") -> _Chain:
 
 
 @numba.njit(cache=True)
-def _forward_row(row, init, emit_t, dense, shift, p_ptr, p_idx, p_p, e_ptr, e_idx, alpha,
-                 store):
+def _forward_row(row, init, emit_t, dense, p_ptr, p_idx, p_p, e_ptr, e_idx, alpha, store):
     """Scaled forward pass over one row; returns log-evidence (-inf if impossible).
 
     alpha: (L, S) when ``store`` else (2, S) as a rolling buffer.
@@ -158,27 +157,15 @@ def _forward_row(row, init, emit_t, dense, shift, p_ptr, p_idx, p_p, e_ptr, e_id
     s_count = init.shape[0]
     all_states = np.arange(s_count)
     use_dense = dense.shape[0] > 0
-    vv = shift.shape[1]
     log_z = 0.0
     prev = alpha[0]
     for j in range(length):
         cur = alpha[j] if store else alpha[j % 2]
         token = row[j]
         cur[:] = 0.0
-        # Push forms (a state adds its mass to its successors) keep the inner loops free of
-        # reductions, so they vectorise without reassociating floating-point sums.
-        if j > 0 and token < 0 and vv > 0:
-            # n-gram, masked: each state's V successors are contiguous.
-            r_count = s_count // vv
-            for s in range(s_count):
-                w = prev[s]
-                if w == 0.0:
-                    continue
-                base = (s % r_count) * vv
-                for v in range(vv):
-                    cur[base + v] += w * shift[s, v]
-            states = all_states
-        elif j > 0 and use_dense:
+        if j > 0 and use_dense:
+            # Push form (a state adds its mass to its successors): the inner loop is free of
+            # reductions, so it vectorises without reassociating floating-point sums.
             for s in range(s_count):
                 w = prev[s]
                 if w == 0.0:
@@ -216,13 +203,13 @@ def _forward_row(row, init, emit_t, dense, shift, p_ptr, p_idx, p_p, e_ptr, e_id
 
 
 @numba.njit(parallel=True, cache=True)
-def _log_evidence_kernel(x, init, emit_t, dense, shift, p_ptr, p_idx, p_p, e_ptr, e_idx):
+def _log_evidence_kernel(x, init, emit_t, dense, p_ptr, p_idx, p_p, e_ptr, e_idx):
     batch, _ = x.shape
     out = np.empty(batch)
     for b in numba.prange(batch):
         work = np.empty((2, init.shape[0]))
-        out[b] = _forward_row(x[b], init, emit_t, dense, shift, p_ptr, p_idx, p_p, e_ptr,
-                              e_idx, work, False)
+        out[b] = _forward_row(x[b], init, emit_t, dense, p_ptr, p_idx, p_p, e_ptr, e_idx, work,
+                              False)
     return out
 
 
@@ -238,8 +225,8 @@ def _marginals_kernel(x, init, emit_t, dense, dense_t, c_ptr, c_idx, c_p, p_ptr,
     for b in numba.prange(batch):
         row = x[b]
         alpha = np.empty((length, s_count))  # every row is cleared by the forward pass
-        lz = _forward_row(row, init, emit_t, dense, np.zeros((0, 0)), p_ptr, p_idx, p_p, e_ptr,
-                          e_idx, alpha, True)
+        lz = _forward_row(row, init, emit_t, dense, p_ptr, p_idx, p_p, e_ptr, e_idx, alpha,
+                          True)
         log_z[b] = lz
         if lz == -np.inf:
             marg[b, :, :] = np.nan
@@ -353,21 +340,22 @@ def _live_states(row, start, digits, vocab, out):
 
 
 @numba.njit(parallel=True, cache=True)
-def _ngram_marginals_kernel(x, init, shift, vocab, order):
+def _ngram_marginals_kernel(x, init, shift, vocab, order, with_marginals):
     """Forward-backward of an n-gram on its live states only.
 
     The state at position j is (x_j, ..., x_{j+n-2}); every revealed token among them fixes a
     digit, so alpha_j lives on D_j x U_j (D_j: the first digit, U_j: the other n-2) and a step
     costs V^(number of masked tokens in x_j .. x_{j+n-1}) multiply-adds. The forward table is
     stored packed, one block per position in ascending state order (the output of step j is
-    already U_j x Y_j in that order, so no index maps are needed).
+    already U_j x Y_j in that order, so no index maps are needed). Without ``with_marginals``
+    only the forward pass runs (log-evidence) and the marginals array has length 0.
     """
     batch, length = x.shape
     v_count = vocab
     c = order - 1
     s_count = init.shape[0]
     r_count = s_count // v_count
-    marg = np.zeros((batch, length, v_count))
+    marg = np.zeros((batch, length if with_marginals else 0, v_count))
     log_z = np.empty(batch)
     for b in numba.prange(batch):
         row = x[b]
@@ -444,6 +432,8 @@ def _ngram_marginals_kernel(x, init, shift, vocab, order):
             marg[b, :, :] = np.nan
             continue
         log_z[b] = lz
+        if not with_marginals:
+            continue
         beta = np.empty(s_count)
         nxt = np.empty(s_count)
         for i in range(off[length] - off[length - 1]):
@@ -579,7 +569,7 @@ def posterior(
         with _threads_for(batch * length * chain.num_states):
             if chain.shift.size:
                 marg, log_z = _ngram_marginals_kernel(arr, chain.initial, chain.shift,
-                                                      language.vocab_size, language.order)
+                                                      language.vocab_size, language.order, True)
             else:
                 marg, log_z = _marginals_kernel(
                     arr, chain.initial, chain.emission_t, chain.dense, chain.dense_t,
@@ -621,9 +611,13 @@ def log_prob(language: Language, x) -> np.ndarray:
     else:
         chain = _chain(language)
         with _threads_for(arr.size * chain.num_states):
-            out = _log_evidence_kernel(arr, chain.initial, chain.emission_t, chain.dense,
-                                       chain.shift, chain.parents_ptr, chain.parents,
-                                       chain.parents_p, chain.emitters_ptr, chain.emitters)
+            if chain.shift.size:
+                out = _ngram_marginals_kernel(arr, chain.initial, chain.shift,
+                                              language.vocab_size, language.order, False)[1]
+            else:
+                out = _log_evidence_kernel(arr, chain.initial, chain.emission_t, chain.dense,
+                                           chain.parents_ptr, chain.parents, chain.parents_p,
+                                           chain.emitters_ptr, chain.emitters)
     return out[0] if single else out
 
 
