@@ -34,6 +34,10 @@ DOCS_INTRO = """# Benchmarks
 Performance measurements of `mdm_exact`. Every section is written by the script it names, so a
 rerun refreshes the numbers in place (run on an otherwise idle machine; numbers from different
 machines are not comparable). Raw results are stored as JSON under `benchmarks/results/`.
+On the 2-vCPU machine used here, idle runs of the same code vary by up to about 30% between runs
+(the 4-gram ratio below was 30x in one idle run and 22x in the next, the HMM ratio 9.9x and
+8.0x), mostly through how well the second thread scales; the CPU-time ratio column is the steadier
+figure.
 """
 
 # ------------------------------------------------------------------------------------ machine
