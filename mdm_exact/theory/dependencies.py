@@ -73,7 +73,8 @@ def total_correlation(joint) -> float:
     0 <= TC <= (k - 1) log max_i V_i.
     """
     q = _check_joint(joint)
-    return sum(_entropy(m) for m in _marginals(q)) - _entropy(q.ravel())
+    # TC >= 0; a product joint would otherwise show rounding noise like -2e-16.
+    return max(0.0, sum(_entropy(m) for m in _marginals(q)) - _entropy(q.ravel()))
 
 
 def _kl(q: np.ndarray, p: np.ndarray) -> float:
