@@ -236,10 +236,12 @@ def exact_metrics(
         kl = float((q[support] * (log_q[support] - np.log(p[support]))).sum())
         off = (~support) & (p > 0)
         gen = float("inf") if off.any() else float(-(p[support] * log_q[support]).sum() / length)
-    post = posterior(language, tables.states)
-    oracle_probs = (tables.probs if isinstance(den, Oracle)
-                    else np.where(post.valid[:, None, None], post.marginals, 0.0))
-    qs = np.where(post.valid, np.exp(post.log_evidence), 0.0)
+    qs = np.exp(np.asarray(language.log_prob(tables.states), dtype=np.float64))
+    if isinstance(den, Oracle):
+        oracle_probs = tables.probs  # the oracle's outputs are already q's marginals
+    else:
+        post = posterior(language, tables.states)
+        oracle_probs = np.where(post.valid[:, None, None], post.marginals, 0.0)
     weights = _reveal_weights(plan, tables.states)
     with np.errstate(divide="ignore", invalid="ignore"):
         cross = np.where(oracle_probs > 0, oracle_probs * np.log(tables.probs), 0.0).sum(axis=2)
