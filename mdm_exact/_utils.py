@@ -99,6 +99,28 @@ def check_memory(what: str, nbytes: float, max_bytes: float | None) -> None:
         )
 
 
+def first_true(predicate, limit: int) -> int | None:
+    """Smallest n in [1, ``limit``] with ``predicate(n)``, for a predicate that stays true once it
+    is true: doubling, then bisection (about 2 log2 n calls). None if ``predicate(limit)`` fails."""
+    if predicate(1):
+        return 1
+    lo, hi = 1, 1
+    while True:
+        hi = min(2 * hi, limit)
+        if predicate(hi):
+            break
+        if hi == limit:
+            return None
+        lo = hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if predicate(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
 def categorical(rng: np.random.Generator, probs: np.ndarray) -> np.ndarray:
     """One draw per row of ``probs`` (..., V) by inverse CDF in float64.
 

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from . import __version__
+from ._utils import first_true
 from .estimate import Estimate
 from .languages import PRESETS, Language, load_language, preset
 from .schedules import FixedCountPlan, Schedule
@@ -320,17 +321,10 @@ def _cmd_steps(args) -> int:
         return jensen_bound(lang, Schedule.named(args.schedule, n), args.length, args.samples,
                             None, args.seed)
 
-    lo, hi = 0, 1
-    while estimate(hi).high / args.length > target:
-        lo, hi = hi, hi * 2
-        if hi > args.length * 64:
-            raise ValueError(f"--kl-per-token {target} not reached with {hi} steps")
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if estimate(mid).high / args.length <= target:
-            hi = mid
-        else:
-            lo = mid
+    limit = args.length * 64
+    hi = first_true(lambda n: estimate(n).high / args.length <= target, limit)
+    if hi is None:
+        raise ValueError(f"--kl-per-token {target} not reached with {limit} steps")
     est = estimate(hi)
     data = {"steps": hi, "jensen_bound_per_token": est.value / args.length,
             "upper_95": est.high / args.length, "target": target, "length": args.length}

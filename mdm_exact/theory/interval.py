@@ -26,7 +26,7 @@ from fractions import Fraction
 import numba
 import numpy as np
 
-from .._utils import check_positive_int
+from .._utils import check_positive_int, first_true
 from ..schedules import DeterministicPlan, FixedCountPlan, Schedule
 from ._common import (
     check_probability,
@@ -338,6 +338,10 @@ def _ser_at(interval, length, p_e, family, n) -> float:
     return oracle_ser(Schedule.named(family, n), interval, length, p_e=p_e)
 
 
+LOWER_BOUND_MAX_STEPS = 2**62
+"""Search limit of ``min_steps_lower_bound`` (a target of 0 is never reached)."""
+
+
 def min_steps_lower_bound(interval: int, length: int, target: float, *, p_e: float = 0.5) -> int:
     """Lemma C.6 inverted [derived]: the smallest N at which the paper-form bound
     1 - (1 - p_e (1 - (1 - 1/N)^(l-1)))^(L/l) drops to ``target``. Every schedule with fewer
@@ -346,16 +350,11 @@ def min_steps_lower_bound(interval: int, length: int, target: float, *, p_e: flo
     ell, length = _check_interval_length(interval, length)
     target = check_probability("target", target)
     p_e = check_probability("p_e", p_e)
-    lo, hi = 0, 1
-    while ser_lower_bound(hi, ell, length, p_e) > target:
-        lo, hi = hi, 2 * hi
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if ser_lower_bound(mid, ell, length, p_e) > target:
-            lo = mid
-        else:
-            hi = mid
-    return hi
+    n = first_true(lambda k: ser_lower_bound(k, ell, length, p_e) <= target, LOWER_BOUND_MAX_STEPS)
+    if n is None:
+        raise ValueError(f"target SER {target} is below Lemma C.6's bound even at "
+                         f"N = {LOWER_BOUND_MAX_STEPS} steps")
+    return n
 
 
 def min_steps_for_ser(
@@ -379,23 +378,10 @@ def min_steps_for_ser(
     target = check_probability("target", target)
     p_e = check_probability("p_e", p_e)
     max_steps = check_positive_int("max_steps", max_steps, 1)
-    if _ser_at(ell, length, p_e, family, 1) <= target:
-        return 1
-    lo, hi = 1, 1
-    while True:
-        hi = min(2 * hi, max_steps)
-        if _ser_at(ell, length, p_e, family, hi) <= target:
-            break
-        if hi == max_steps:
-            raise ValueError(
-                f"target SER {target} is not reached with max_steps={max_steps} steps "
-                f"(SER there: {_ser_at(ell, length, p_e, family, hi):.6g})"
-            )
-        lo = hi
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if _ser_at(ell, length, p_e, family, mid) <= target:
-            hi = mid
-        else:
-            lo = mid
-    return hi
+    n = first_true(lambda k: _ser_at(ell, length, p_e, family, k) <= target, max_steps)
+    if n is None:
+        raise ValueError(
+            f"target SER {target} is not reached with max_steps={max_steps} steps "
+            f"(SER there: {_ser_at(ell, length, p_e, family, max_steps):.6g})"
+        )
+    return n
