@@ -5,7 +5,8 @@ languages q, the exact reverse conditionals, the distribution factorized paralle
 produces, its KL / TER / SER, and every bound of the paper checked numerically.
 """
 
-from ._utils import MASK
+from ._utils import DEFAULT_MAX_BYTES, MASK
+from .errors import ArgumentError, ArgumentTypeError, BudgetError, MdmExactError, MissingFileError
 from .estimate import Estimate
 from .exact import ExactMetrics, exact_metrics, interval_parity_ser, output_distribution
 from .languages import (
@@ -33,6 +34,12 @@ from .schedules import DeterministicPlan, FixedCountPlan, Schedule
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_MAX_BYTES",
+    "ArgumentError",
+    "ArgumentTypeError",
+    "BudgetError",
+    "MdmExactError",
+    "MissingFileError",
     "HMM",
     "MASK",
     "PRESETS",

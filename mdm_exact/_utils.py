@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
 
 import numpy as np
+
+from .errors import ArgumentError, ArgumentTypeError, BudgetError
 
 MASK = -1
 """Token value of a masked position in every array the API takes or returns."""
@@ -12,8 +16,53 @@ MASK = -1
 STOCHASTIC_ATOL = 1e-9
 """How far a probability vector may sum from 1 before it is rejected."""
 
-DEFAULT_MAX_BYTES = 4 * 2**30
-"""Memory budget of one exact computation unless the caller passes ``max_bytes``."""
+DEFAULT_MAX_BYTES = 2 * 2**30
+"""The package's one memory budget (2 GiB): every computation that allocates in proportion to its
+arguments estimates its peak first and refuses above the budget. Override it per call
+(``max_bytes=``), per process with the environment variable ``MDM_EXACT_MAX_MEMORY`` (e.g.
+``8GiB``, ``500MB``, ``3e9``) or on the command line with ``--max-memory``."""
+
+MEMORY_ENV = "MDM_EXACT_MAX_MEMORY"
+"""Environment variable that overrides ``DEFAULT_MAX_BYTES``."""
+
+_UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "kib": 2**10, "m": 1e6, "mb": 1e6, "mib": 2**20,
+          "g": 1e9, "gb": 1e9, "gib": 2**30, "t": 1e12, "tb": 1e12, "tib": 2**40}
+
+
+def parse_bytes(text, name: str = "max_memory") -> float:
+    """A size such as ``"4GiB"``, ``"500MB"``, ``"3e9"`` or a number of bytes, as a float > 0."""
+    if isinstance(text, int | float | np.integer | np.floating) and not isinstance(text, bool):
+        value = float(text)
+    else:
+        raw = str(text).strip().lower().replace(" ", "")
+        num = raw.rstrip("abcdefghijklmnopqrstuvwxyz")
+        unit = raw[len(num):]
+        try:
+            value = float(num) * _UNITS[unit]
+        except (ValueError, KeyError):
+            raise ArgumentError(f"{name} must be a size like 4GiB, 500MB or 3e9, got {text!r}")\
+                from None
+    if not (math.isfinite(value) and value > 0):
+        raise ArgumentError(f"{name} must be a positive finite size, got {text!r}")
+    return value
+
+
+def memory_budget(max_bytes=None) -> float:
+    """The budget in bytes: ``max_bytes`` when given, else ``$MDM_EXACT_MAX_MEMORY``, else
+    ``DEFAULT_MAX_BYTES``."""
+    if max_bytes is not None:
+        return parse_bytes(max_bytes, "max_bytes")
+    env = os.environ.get(MEMORY_ENV)
+    if env:
+        return parse_bytes(env, MEMORY_ENV)
+    return float(DEFAULT_MAX_BYTES)
+
+
+def format_bytes(nbytes: float) -> str:
+    """``nbytes`` in GiB for messages (``over 1e290 GiB`` where it does not fit a float)."""
+    if not math.isfinite(nbytes):
+        return "over 1e290 GiB"
+    return f"{nbytes / 2**30:.3g} GiB"
 
 
 def as_rng(seed: int | np.random.Generator | None) -> np.random.Generator:
@@ -31,22 +80,22 @@ def check_probabilities(name: str, array, shape: tuple[int, ...] | None = None) 
     """
     arr = np.array(array, dtype=np.float64)
     if shape is not None and arr.shape != shape:
-        raise ValueError(f"{name} must have shape {shape}, got {arr.shape}")
+        raise ArgumentError(f"{name} must have shape {shape}, got {arr.shape}")
     if arr.ndim == 0 or arr.shape[-1] == 0:
-        raise ValueError(f"{name} must have a non-empty last axis, got shape {arr.shape}")
+        raise ArgumentError(f"{name} must have a non-empty last axis, got shape {arr.shape}")
     if not np.all(np.isfinite(arr)):
         idx = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
-        raise ValueError(f"{name} has a non-finite entry {arr[idx]} at index {idx}")
+        raise ArgumentError(f"{name} has a non-finite entry {arr[idx]} at index {idx}")
     if np.any(arr < 0):
         idx = tuple(int(i) for i in np.argwhere(arr < 0)[0])
-        raise ValueError(f"{name} has a negative entry {arr[idx]} at index {idx}")
+        raise ArgumentError(f"{name} has a negative entry {arr[idx]} at index {idx}")
     sums = arr.sum(axis=-1)
     bad = np.abs(sums - 1.0) > STOCHASTIC_ATOL
     if np.any(bad):
         idx = tuple(int(i) for i in np.argwhere(np.atleast_1d(bad))[0])
         row = float(np.atleast_1d(sums)[idx])
         where = f"row {idx}" if arr.ndim > 1 else "the vector"
-        raise ValueError(f"{name} is not stochastic: {where} sums to {row!r}, not 1")
+        raise ArgumentError(f"{name} is not stochastic: {where} sums to {row!r}, not 1")
     arr.setflags(write=False)
     return arr
 
@@ -58,25 +107,25 @@ def check_tokens(x, vocab_size: int, *, allow_mask: bool = True) -> np.ndarray:
         if np.issubdtype(arr.dtype, np.floating) and np.all(np.equal(np.mod(arr, 1), 0)):
             arr = arr.astype(np.int64)
         else:
-            raise TypeError(f"x must hold integer tokens, got dtype {arr.dtype}")
+            raise ArgumentTypeError(f"x must hold integer tokens, got dtype {arr.dtype}")
     arr = np.atleast_2d(arr).astype(np.int64, copy=False)
     if arr.ndim != 2:
-        raise ValueError(f"x must have shape (batch, length), got {np.shape(x)}")
+        raise ArgumentError(f"x must have shape (batch, length), got {np.shape(x)}")
     low = MASK if allow_mask else 0
     bad = (arr < low) | (arr >= vocab_size)
     if np.any(bad):
         r, c = (int(i) for i in np.argwhere(bad)[0])
         allowed = f"[{low}, {vocab_size})"
-        raise ValueError(f"x has token {arr[r, c]} at row {r}, position {c}; allowed {allowed}")
+        raise ArgumentError(f"x has token {arr[r, c]} at row {r}, position {c}; allowed {allowed}")
     return arr
 
 
 def check_positive_int(name: str, value, minimum: int = 1) -> int:
     """``value`` as an int, refusing non-integers and values below ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
+        raise ArgumentTypeError(f"{name} must be an integer, got {value!r}")
     if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+        raise ArgumentError(f"{name} must be >= {minimum}, got {value}")
     return int(value)
 
 
@@ -88,15 +137,51 @@ def table_bytes(base: int, exponent: int, factor: float = 8.0) -> float:
     return math.inf
 
 
-def check_memory(what: str, nbytes: float, max_bytes: float | None) -> None:
-    """Refuse, before any work, a computation whose estimated memory exceeds the budget."""
-    limit = DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
+def check_memory(what: str, nbytes: float, max_bytes=None, *, argument: str | None = None
+                 ) -> None:
+    """Refuse, before any work, a computation whose estimated peak memory exceeds the budget
+    (``memory_budget``), with the estimate and, when given, the ``argument`` to change."""
+    limit = memory_budget(max_bytes)
     if nbytes > limit:
-        size = f"about {nbytes / 2**30:.3g} GiB" if math.isfinite(nbytes) else "over 1e290 GiB"
-        raise ValueError(
-            f"{what} would need {size}, above the limit of "
-            f"{limit / 2**30:.3g} GiB (pass a larger max_bytes to allow it)"
+        change = f"lower {argument} or " if argument else ""
+        raise BudgetError(
+            f"{what} would need about {format_bytes(nbytes)}, above the memory budget of "
+            f"{format_bytes(limit)} ({change}raise the budget: max_bytes=, --max-memory or "
+            f"${MEMORY_ENV})"
         )
+
+
+def json_ready(value):
+    """``value`` with every leaf made JSON-safe, converting values, never text: non-finite floats
+    become the strings ``"nan"``, ``"inf"``, ``"-inf"``; numpy scalars and arrays become Python
+    numbers and lists; ``Estimate`` and other objects with ``as_dict`` become dicts, dataclasses
+    their fields, paths strings. The one convention of every ``--json`` output."""
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return json_ready(value.tolist())
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, int | np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        v = float(value)
+        if math.isnan(v):
+            return "nan"
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        return v
+    if value is None or isinstance(value, str):
+        return value
+    if hasattr(value, "as_dict"):
+        return json_ready(value.as_dict())
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return json_ready(dataclasses.asdict(value))
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise ArgumentTypeError(f"value of type {type(value).__name__} is not JSON serialisable")
 
 
 def first_true(predicate, limit: int) -> int | None:

@@ -20,6 +20,7 @@ import numpy as np
 
 from . import __version__
 from ._utils import first_true
+from .errors import ArgumentError, ArgumentTypeError
 from .estimate import Estimate
 from .languages import PRESETS, Language, load_language, preset
 from .schedules import FixedCountPlan, Schedule
@@ -35,7 +36,7 @@ def _print_json(data) -> None:
             return obj.item()
         if isinstance(obj, np.ndarray):
             return obj.tolist()
-        raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+        raise ArgumentTypeError(f"not JSON serialisable: {type(obj).__name__}")
 
     text = json.dumps(data, indent=2, default=default, allow_nan=True)
     print(text.replace("Infinity", '"inf"').replace("NaN", '"nan"'))
@@ -82,7 +83,7 @@ def _cmd_language(args) -> int:
         info["entropy_per_token"] = ent.scaled(1 / args.length)
     if args.sample:
         if not args.length:
-            raise ValueError("--sample needs --length")
+            raise ArgumentError("--sample needs --length")
         info["samples"] = lang.sample(args.sample, args.length, args.seed).tolist()
     if args.json:
         _print_json(info)
@@ -124,13 +125,13 @@ def _add_language(sub) -> None:
 def _plan(args, length: int):
     chosen = [args.alphas is not None, args.fixed_count is not None, args.steps is not None]
     if sum(chosen) != 1:
-        raise ValueError("give exactly one of --steps N (with --schedule), --alphas, "
+        raise ArgumentError("give exactly one of --steps N (with --schedule), --alphas, "
                          "--fixed-count N")
     if args.alphas is not None:
         try:
             grid = [float(a) for a in args.alphas.split(",")]
         except ValueError:
-            raise ValueError(f"--alphas must be comma-separated numbers, got {args.alphas!r}")\
+            raise ArgumentError(f"--alphas must be comma-separated numbers, got {args.alphas!r}")\
                 from None
         return Schedule.from_alpha(grid)
     if args.fixed_count is not None:
@@ -286,7 +287,7 @@ def _cmd_steps(args) -> int:
         from .theory.interval import c9_max_constant, min_steps_for_ser, min_steps_lower_bound
 
         if args.ser is None:
-            raise ValueError("--interval needs --ser TARGET")
+            raise ArgumentError("--interval needs --ser TARGET")
         p_e = _p_e(args)
         n = min_steps_for_ser(args.interval, args.length, args.ser, p_e=p_e,
                               family=args.schedule)
@@ -308,10 +309,10 @@ def _cmd_steps(args) -> int:
                   f"{data['theorem_4_4_max_C']:.4g} (large L)")
         return 0
     if args.language is None and args.preset is None:
-        raise ValueError("give --interval (Example C.7) or --language/--preset with "
+        raise ArgumentError("give --interval (Example C.7) or --language/--preset with "
                          "--kl-per-token")
     if args.kl_per_token is None:
-        raise ValueError("--language needs --kl-per-token X")
+        raise ArgumentError("--language needs --kl-per-token X")
     from .metrics import jensen_bound
 
     lang = _language(args)
@@ -324,7 +325,7 @@ def _cmd_steps(args) -> int:
     limit = args.length * 64
     hi = first_true(lambda n: estimate(n).high / args.length <= target, limit)
     if hi is None:
-        raise ValueError(f"--kl-per-token {target} not reached with {limit} steps")
+        raise ArgumentError(f"--kl-per-token {target} not reached with {limit} steps")
     est = estimate(hi)
     data = {"steps": hi, "jensen_bound_per_token": est.value / args.length,
             "upper_95": est.high / args.length, "target": target, "length": args.length}
@@ -366,7 +367,7 @@ def _cmd_bound(args) -> int:
     l0 = min_length(args.n, args.eps)
     length = args.length
     if length is not None and length < l0:
-        raise ValueError(f"--length must be >= the minimum length L_0 = {l0} of Lemma B.12, "
+        raise ArgumentError(f"--length must be >= the minimum length L_0 = {l0} of Lemma B.12, "
                          f"got {length}")
     bound = ter_bound(args.n, args.eps, args.vocab, args.eps_learning)
     bits = bound.gap / math.log(2)
@@ -417,7 +418,8 @@ def _verify_bound(args, sched: Schedule, length: int) -> dict:
            "language": name if lang else "none (no Table 1 preset of this order)"}
     if lang is not None:
         if 8.0 * args.samples * length * lang.num_contexts > 4 * 2**30:
-            raise ValueError(f"--verify at L = {length} with {args.samples} samples is too large "
+            raise ArgumentError(f"--verify at L = {length} with {args.samples} "
+                                f"samples is too large "
                              "for the Jensen-bound estimate; lower --samples or --length")
         jb = jensen_bound(lang, sched, length, args.samples, None, args.seed)
         out["jensen_per_token"] = jb.scaled(1 / length)
@@ -492,13 +494,13 @@ def _add_verify(sub) -> None:
 
 def _check_bound_args(args) -> None:
     if args.n < 2:
-        raise ValueError(f"--n must be >= 2, got {args.n}")
+        raise ArgumentError(f"--n must be >= 2, got {args.n}")
     if not 0 < args.eps < 1:
-        raise ValueError(f"--eps must lie in (0, 1), got {args.eps}")
+        raise ArgumentError(f"--eps must lie in (0, 1), got {args.eps}")
     if args.vocab < 1:
-        raise ValueError(f"--vocab must be >= 1, got {args.vocab}")
+        raise ArgumentError(f"--vocab must be >= 1, got {args.vocab}")
     if args.eps_learning < 0:
-        raise ValueError(f"--eps-learning must be >= 0, got {args.eps_learning}")
+        raise ArgumentError(f"--eps-learning must be >= 0, got {args.eps_learning}")
 
 
 TORCH_VERBS = {

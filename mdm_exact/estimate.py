@@ -6,6 +6,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from .errors import ArgumentError
+
 
 @dataclass(frozen=True)
 class Estimate:
@@ -33,7 +35,7 @@ class Estimate:
     def scaled(self, factor: float) -> Estimate:
         """The same estimate times a positive ``factor`` (e.g. ``1 / L`` for per-token)."""
         if not factor > 0:
-            raise ValueError(f"factor must be > 0, got {factor!r}")
+            raise ArgumentError(f"factor must be > 0, got {factor!r}")
         return replace(self, value=self.value * factor, low=self.low * factor,
                        high=self.high * factor)
 
@@ -70,7 +72,7 @@ def mean_interval(values, confidence: float = 0.95) -> Estimate:
     v = np.asarray(values, dtype=np.float64).ravel()
     n = v.size
     if n < 2:
-        raise ValueError(f"values must hold at least 2 samples for an interval, got {n}")
+        raise ArgumentError(f"values must hold at least 2 samples for an interval, got {n}")
     from scipy import stats  # deferred: scipy.stats costs ~0.5 s to import
 
     mean = float(v.mean())
@@ -81,9 +83,9 @@ def mean_interval(values, confidence: float = 0.95) -> Estimate:
 def wilson_interval(successes: int, trials: int, confidence: float = 0.95) -> Estimate:
     """Proportion ``successes / trials`` with the Wilson score interval."""
     if trials < 1:
-        raise ValueError(f"trials must be >= 1, got {trials}")
+        raise ArgumentError(f"trials must be >= 1, got {trials}")
     if not 0 <= successes <= trials:
-        raise ValueError(f"successes must lie in [0, trials={trials}], got {successes}")
+        raise ArgumentError(f"successes must lie in [0, trials={trials}], got {successes}")
     from scipy import stats
 
     z = float(stats.norm.ppf(0.5 + confidence / 2))

@@ -30,9 +30,6 @@ from .posterior import posterior
 from .sampling import Denoiser, Oracle, call_denoiser, resolve_denoiser
 from .schedules import FixedCountPlan, Plan, Schedule, check_plan
 
-DEFAULT_MAX_BYTES = 2 * 2**30
-"""Memory budget of the exact engine unless ``max_bytes`` is passed."""
-
 
 def _estimate_bytes(vocab_size: int, length: int) -> float:
     states = table_bytes(vocab_size + 1, length, 8.0 * length * (2 * vocab_size + 2))
@@ -106,7 +103,7 @@ def _tables(language: Language, length: int, den: Denoiser, max_bytes) -> _Table
     check_memory(
         f"the exact engine at V={v}, L={length} ((V+1)^L = {v + 1}^{length} partial states)",
         _estimate_bytes(v, length),
-        DEFAULT_MAX_BYTES if max_bytes is None else max_bytes,
+        max_bytes,
     )
     states = _partial_states(v, length)
     probs = call_denoiser(den, states, v)
@@ -142,7 +139,8 @@ def output_distribution(
     """Exact distribution (V,)*L of the sequences factorized parallel unmasking produces.
 
     ``schedule``: a Schedule, FixedCountPlan or DeterministicPlan; ``denoiser``: defaults to the
-    Oracle of ``language``. Refuses, before any work, sizes above ``max_bytes`` (default 2 GiB),
+    Oracle of ``language``. Refuses, before any work, sizes above the memory budget
+    (``max_bytes``, default ``mdm_exact.DEFAULT_MAX_BYTES``),
     with the estimate: memory grows like (2V+1)^L.
     """
     plan = check_plan(schedule)

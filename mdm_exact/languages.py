@@ -34,6 +34,7 @@ from ._utils import (
     check_probabilities,
     table_bytes,
 )
+from .errors import ArgumentError, MissingFileError
 from .estimate import Estimate, exact, mean_interval
 
 ENUMERATION_MAX_BYTES = 2**28
@@ -113,7 +114,7 @@ class HMM(Language):
     def __post_init__(self):
         emission = check_probabilities("emission", self.emission)
         if emission.ndim != 2:
-            raise ValueError(f"emission must have shape (K, V), got {emission.shape}")
+            raise ArgumentError(f"emission must have shape (K, V), got {emission.shape}")
         k = emission.shape[0]
         object.__setattr__(self, "emission", emission)
         object.__setattr__(self, "initial", check_probabilities("initial", self.initial, (k,)))
@@ -201,7 +202,7 @@ class NGram(Language):
         order = check_positive_int("order", self.order, 2)
         transition = np.asarray(self.transition, dtype=np.float64)
         if transition.ndim != order or len(set(transition.shape)) != 1:
-            raise ValueError(
+            raise ArgumentError(
                 f"transition must have shape (V,)*order = (V,)*{order}, got {transition.shape}"
             )
         v = transition.shape[0]
@@ -211,7 +212,7 @@ class NGram(Language):
         )
         initial = np.asarray(self.initial, dtype=np.float64)
         if initial.shape != (v,) * (order - 1):
-            raise ValueError(
+            raise ArgumentError(
                 f"initial must have shape (V,)*(order-1) = {(v,) * (order - 1)}, "
                 f"got {initial.shape}"
             )
@@ -334,7 +335,7 @@ class IntervalParity(Language):
     def __post_init__(self):
         check_positive_int("interval", self.interval, 2)
         if self.interval > 16:
-            raise ValueError(f"interval must be <= 16 (tokens are 2^(l-1)), got {self.interval}")
+            raise ArgumentError(f"interval must be <= 16 (tokens are 2^(l-1)), got {self.interval}")
         object.__setattr__(self, "metadata", _common_metadata(self.metadata))
 
     @property
@@ -349,7 +350,7 @@ class IntervalParity(Language):
     def _check_length(self, length) -> int:
         length = check_positive_int("length", length)
         if length % self.interval:
-            raise ValueError(
+            raise ArgumentError(
                 f"length must be a multiple of interval={self.interval}, got {length}"
             )
         return length
@@ -403,7 +404,7 @@ class IntervalParity(Language):
         """Note C.8: states (i, M) with rows 1..i of the pair-bit matrix M filled."""
         l = self.interval
         if l > 5:
-            raise ValueError(f"as_hmm is built for interval <= 5 (2704 states), got {l}")
+            raise ArgumentError(f"as_hmm is built for interval <= 5 (2704 states), got {l}")
         pairs = list(itertools.combinations(range(1, l + 1), 2))
         states: list[tuple[int, tuple[int, ...]]] = []
         index: dict[tuple[int, tuple[int, ...]], int] = {}
@@ -463,7 +464,7 @@ def _random_rows(rng, shape, temperature: float, parameterization: str) -> np.nd
         flat = rng.dirichlet(np.full(shape[-1], 1.0 / temperature), size=int(np.prod(shape[:-1])))
         return flat.reshape(shape)
     else:
-        raise ValueError(
+        raise ArgumentError(
             f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}"
         )
     z -= z.max(axis=-1, keepdims=True)
@@ -484,11 +485,11 @@ def _check_generator_args(
 ) -> None:
     """A row's largest entry is >= 1/row_width, so a threshold below that never empties a row."""
     if not (np.isfinite(temperature) and temperature > 0):
-        raise ValueError(
+        raise ArgumentError(
             f"{temperature_name} must be a positive finite number, got {temperature!r}"
         )
     if not (0 <= threshold < 1 / row_width):
-        raise ValueError(
+        raise ArgumentError(
             f"threshold must lie in [0, 1/{width_name}) = [0, {1 / row_width:g}), "
             f"got {threshold!r}"
         )
@@ -577,7 +578,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 def preset(name: str, *, threshold: float | None = None, seed=0) -> Language:
     """A Table 1 language; ``threshold=0`` gives the unpruned variant used for TER."""
     if name not in PRESETS:
-        raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {name!r}")
+        raise ArgumentError(f"preset must be one of {sorted(PRESETS)}, got {name!r}")
     kwargs = dict(PRESETS[name])
     if threshold is not None:
         kwargs["threshold"] = threshold
@@ -595,7 +596,7 @@ def preset(name: str, *, threshold: float | None = None, seed=0) -> Language:
 def language_from_dict(data: dict[str, Any]) -> Language:
     """Inverse of ``Language.to_dict`` (the JSON schema)."""
     if not isinstance(data, dict) or "kind" not in data:
-        raise ValueError("a language description must be a mapping with a 'kind' key")
+        raise ArgumentError("a language description must be a mapping with a 'kind' key")
     kind = data["kind"]
     required = {
         "ngram": ("order", "initial", "transition"),
@@ -603,10 +604,10 @@ def language_from_dict(data: dict[str, Any]) -> Language:
         "interval_parity": ("interval",),
     }
     if kind not in required:
-        raise ValueError(f"kind must be one of {sorted(required)}, got {kind!r}")
+        raise ArgumentError(f"kind must be one of {sorted(required)}, got {kind!r}")
     missing = [key for key in required[kind] if key not in data]
     if missing:
-        raise ValueError(f"a {kind!r} language needs the key(s) {missing}")
+        raise ArgumentError(f"a {kind!r} language needs the key(s) {missing}")
     meta = data.get("metadata") or {}
     if kind == "ngram":
         return NGram(int(data["order"]), np.asarray(data["initial"], dtype=float),
@@ -629,19 +630,19 @@ def save_language(language: Language, path: str | Path) -> None:
         np.savez_compressed(path, kind=np.array(data["kind"]),
                             metadata=np.array(json.dumps(data["metadata"])), **arrays)
     else:
-        raise ValueError(f"path must end in .json or .npz, got {str(path)!r}")
+        raise ArgumentError(f"path must end in .json or .npz, got {str(path)!r}")
 
 
 def load_language(path: str | Path) -> Language:
     """Read a language written by ``save_language`` (JSON or ``.npz``, no pickle)."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no language file at {str(path)!r}")
+        raise MissingFileError(f"no language file at {str(path)!r}")
     if path.suffix == ".json":
         try:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as err:
-            raise ValueError(f"{str(path)!r} is not valid JSON: {err}") from None
+            raise ArgumentError(f"{str(path)!r} is not valid JSON: {err}") from None
     elif path.suffix == ".npz":
         with np.load(path, allow_pickle=False) as npz:
             data = {k: npz[k] for k in npz.files}
@@ -652,5 +653,5 @@ def load_language(path: str | Path) -> Language:
             if key in data:
                 data[key] = int(data[key])
     else:
-        raise ValueError(f"path must end in .json or .npz, got {str(path)!r}")
+        raise ArgumentError(f"path must end in .json or .npz, got {str(path)!r}")
     return language_from_dict(data)

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import ArgumentError, ArgumentTypeError, MissingFileError
 from .languages import NGram, preset
 from .schedules import Schedule
 
@@ -71,7 +72,7 @@ def _data(compute: Callable, quick: bool, data, kwargs: dict):
     if data is None:
         return compute(quick=quick, **kwargs)
     if kwargs:
-        raise TypeError(f"pass either data or the options of {compute.__name__}, got both "
+        raise ArgumentTypeError(f"pass either data or the options of {compute.__name__}, got both "
                         f"(options {sorted(kwargs)})")
     return data
 
@@ -136,7 +137,7 @@ def figure_1_data(
     num = (32 if quick else 64) if num_samples is None else int(num_samples)
     ns = tuple(_powers_of_two(8, length) if steps is None else (int(n) for n in steps))
     if not ns or min(ns) < 1 or max(ns) > length:
-        raise ValueError(f"steps must lie in [1, length={length}], got {ns}")
+        raise ArgumentError(f"steps must lie in [1, length={length}], got {ns}")
     names = tuple(languages)
     shape = (len(names), len(ns))
     gp, gp_lo, gp_hi, ser, ser_lo, ser_hi = (np.empty(shape) for _ in range(6))
@@ -575,13 +576,13 @@ def run_figure(args: argparse.Namespace) -> int:
         if value is None or (option == "seed" and key not in accepted):
             continue
         if key not in accepted:
-            raise ValueError(f"--{option} does not apply to figure {args.name!r}")
+            raise ArgumentError(f"--{option} does not apply to figure {args.name!r}")
         if value < (0 if option == "seed" else 1):
-            raise ValueError(f"--{option} must be positive, got {value}")
+            raise ArgumentError(f"--{option} must be positive, got {value}")
         kwargs[key] = value
     out = Path(args.out)
     if not out.parent.exists():
-        raise FileNotFoundError(f"no directory {str(out.parent)!r} for --out")
+        raise MissingFileError(f"no directory {str(out.parent)!r} for --out")
     fig = draw(quick=args.quick, **kwargs)
     fig.savefig(out, dpi=args.dpi)
     print(f"wrote {out}")

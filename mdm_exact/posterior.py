@@ -28,6 +28,7 @@ import numba
 import numpy as np
 
 from ._utils import MASK, check_memory, check_tokens
+from .errors import ArgumentError, ArgumentTypeError
 from .languages import IntervalParity, Language, NGram
 
 SERIAL_WORK = 1_000_000
@@ -117,7 +118,8 @@ HMMs with more than ``DENSE_FRACTION`` non-zero transitions."""
 
 def _chain(language: Language, implementation: str = "auto") -> _Chain:
     if implementation not in IMPLEMENTATIONS:
-        raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
+        raise ArgumentError(f"implementation must be one of {IMPLEMENTATIONS}"
+            f", got {implementation!r}")
     per_language = _CHAINS.setdefault(language, {})
     if implementation in per_language:
         return per_language[implementation]
@@ -503,7 +505,7 @@ def _interval_parity(language: IntervalParity, x: np.ndarray, want_marginals: bo
     l, v = language.interval, language.vocab_size
     batch, length = x.shape
     if length % l:
-        raise ValueError(f"x has length {length}, not a multiple of interval={l}")
+        raise ArgumentError(f"x has length {length}, not a multiple of interval={l}")
     blocks = x.reshape(batch, length // l, l)
     revealed = blocks >= 0
     # bit[..., a, r]: bit r (0-based) of the token at in-interval position a (0-based).
@@ -538,7 +540,8 @@ def _interval_parity(language: IntervalParity, x: np.ndarray, want_marginals: bo
 
 def _prepare(language: Language, x) -> tuple[np.ndarray, bool]:
     if not isinstance(language, Language):
-        raise TypeError(f"language must be an mdm_exact Language, got {type(language).__name__}")
+        raise ArgumentTypeError(
+            f"language must be an mdm_exact Language, got {type(language).__name__}")
     single = np.ndim(x) == 1
     return check_tokens(x, language.vocab_size), single
 
@@ -593,7 +596,7 @@ def posterior_marginals(
     bad = np.flatnonzero(~np.atleast_1d(post.valid))
     if bad.size:
         shown = ", ".join(str(i) for i in bad[:10]) + (" ..." if bad.size > 10 else "")
-        raise ValueError(
+        raise ArgumentError(
             f"x has revealed tokens of probability zero under q in row(s) {shown}; "
             "use posterior() to get a validity mask instead"
         )

@@ -21,6 +21,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ._utils import MASK, as_rng, categorical, check_positive_int
+from .errors import ArgumentError, ArgumentTypeError
 from .languages import Language
 from .posterior import posterior
 from .schedules import Plan, check_plan
@@ -43,7 +44,7 @@ class Oracle:
 
     def __init__(self, language: Language):
         if not isinstance(language, Language):
-            raise TypeError(
+            raise ArgumentTypeError(
                 f"language must be an mdm_exact Language, got {type(language).__name__}"
             )
         self.language = language
@@ -112,7 +113,7 @@ class PerturbedOracle:
     def __init__(self, language: Language, eps_learning: float, direction="uniform", seed=None):
         self.oracle = Oracle(language)
         if not (np.isfinite(eps_learning) and eps_learning >= 0):
-            raise ValueError(f"eps_learning must be a finite number >= 0, got {eps_learning!r}")
+            raise ArgumentError(f"eps_learning must be a finite number >= 0, got {eps_learning!r}")
         v = language.vocab_size
         if isinstance(direction, str):
             if direction == "uniform":
@@ -120,12 +121,12 @@ class PerturbedOracle:
             elif direction == "random":
                 d = as_rng(seed).dirichlet(np.ones(v))
             else:
-                raise ValueError(f"direction must be 'uniform', 'random' or a (V,) probability "
+                raise ArgumentError(f"direction must be 'uniform', 'random' or a (V,) probability "
                                  f"vector, got {direction!r}")
         else:
             d = np.asarray(direction, dtype=np.float64)
             if d.shape != (v,) or np.any(d < 0) or abs(d.sum() - 1) > 1e-9:
-                raise ValueError(f"direction must be a probability vector of shape ({v},)")
+                raise ArgumentError(f"direction must be a probability vector of shape ({v},)")
         self.language = language
         self.eps_learning = float(eps_learning)
         self.direction = d
@@ -155,7 +156,7 @@ def resolve_denoiser(language: Language, denoiser) -> Denoiser:
     if denoiser is None:
         return Oracle(language)
     if not callable(denoiser):
-        raise TypeError(f"denoiser must be callable, got {type(denoiser).__name__}")
+        raise ArgumentTypeError(f"denoiser must be callable, got {type(denoiser).__name__}")
     return denoiser
 
 
@@ -163,9 +164,10 @@ def call_denoiser(denoiser: Denoiser, x: np.ndarray, vocab_size: int) -> np.ndar
     """The denoiser's output on ``x`` as float64 (batch, length, V) rows renormalised to 1."""
     out = np.asarray(denoiser(x), dtype=np.float64)
     if out.shape != (*x.shape, vocab_size):
-        raise ValueError(f"denoiser returned shape {out.shape}, expected {(*x.shape, vocab_size)}")
+        raise ArgumentError(f"denoiser returned shape {out.shape},"
+            f" expected {(*x.shape, vocab_size)}")
     if not np.all(np.isfinite(out)) or np.any(out < 0):
-        raise ValueError("denoiser returned negative or non-finite probabilities")
+        raise ArgumentError("denoiser returned negative or non-finite probabilities")
     return out / out.sum(axis=-1, keepdims=True)
 
 

@@ -24,6 +24,7 @@ from fractions import Fraction
 import numpy as np
 
 from ._utils import as_rng, check_positive_int
+from .errors import ArgumentError, ArgumentTypeError
 
 MASS_ATOL = 1e-12
 """How far the masses of a schedule may sum from 1."""
@@ -31,7 +32,7 @@ MASS_ATOL = 1e-12
 
 def _check_eps(eps) -> float:
     if not (isinstance(eps, int | float | Fraction) and 0 < eps < 1):
-        raise ValueError(f"eps must lie in (0, 1), got {eps!r}")
+        raise ArgumentError(f"eps must lie in (0, 1), got {eps!r}")
     return float(eps)
 
 
@@ -48,15 +49,15 @@ class Schedule:
     def __init__(self, masses, name: str = "custom"):
         p = np.array(masses, dtype=np.float64).ravel()
         if p.size == 0:
-            raise ValueError("masses must hold at least one step")
+            raise ArgumentError("masses must hold at least one step")
         if not np.all(np.isfinite(p)):
-            raise ValueError(f"masses must be finite, got {p[~np.isfinite(p)][0]!r} at step "
+            raise ArgumentError(f"masses must be finite, got {p[~np.isfinite(p)][0]!r} at step "
                              f"{int(np.flatnonzero(~np.isfinite(p))[0]) + 1}")
         if np.any(p < 0):
             k = int(np.flatnonzero(p < 0)[0])
-            raise ValueError(f"masses must be >= 0, got {p[k]!r} at step {k + 1}")
+            raise ArgumentError(f"masses must be >= 0, got {p[k]!r} at step {k + 1}")
         if abs(p.sum() - 1.0) > MASS_ATOL:
-            raise ValueError(f"masses must sum to 1, got {p.sum()!r}")
+            raise ArgumentError(f"masses must sum to 1, got {p.sum()!r}")
         p.setflags(write=False)
         self._masses = p
         self.name = name
@@ -148,16 +149,16 @@ class Schedule:
         else:
             grid = np.asarray(alpha, dtype=np.float64).ravel()
             if num_steps is not None and grid.size != num_steps + 1:
-                raise ValueError(f"alpha must hold num_steps + 1 = {num_steps + 1} grid values, "
+                raise ArgumentError(f"alpha must hold num_steps + 1 = {num_steps + 1} grid values, "
                                  f"got {grid.size}")
             if grid.size < 2:
-                raise ValueError(f"alpha must hold at least 2 grid values, got {grid.size}")
+                raise ArgumentError(f"alpha must hold at least 2 grid values, got {grid.size}")
         if not np.all(np.isfinite(grid)):
-            raise ValueError("alpha must be finite on the grid")
+            raise ArgumentError("alpha must be finite on the grid")
         if abs(grid[0] - 1.0) > MASS_ATOL:
-            raise ValueError(f"alpha(0) must be 1, got {grid[0]!r}")
+            raise ArgumentError(f"alpha(0) must be 1, got {grid[0]!r}")
         if np.any(np.diff(grid) > MASS_ATOL) or grid[-1] < -MASS_ATOL or grid.max() > 1 + MASS_ATOL:
-            raise ValueError("alpha must be non-increasing from 1 to a value in [0, 1]")
+            raise ArgumentError("alpha must be non-increasing from 1 to a value in [0, 1]")
         # Step k runs t_{N-k+1} -> t_{N-k}: its mass is alpha(t_{N-k}) - alpha(t_{N-k+1}).
         masses = np.clip(grid[::-1][1:] - grid[::-1][:-1], 0.0, None)
         masses[-1] += max(grid[-1], 0.0)
@@ -177,7 +178,7 @@ class Schedule:
     def polynomial(cls, num_steps: int, a: float) -> Schedule:
         """alpha_t = 1 - t^a (a > 0)."""
         if not (np.isfinite(a) and a > 0):
-            raise ValueError(f"a must be a positive number, got {a!r}")
+            raise ArgumentError(f"a must be a positive number, got {a!r}")
         return cls.from_alpha(lambda t: 1.0 - t**a, num_steps, f"polynomial({a:g})")
 
     @classmethod
@@ -227,7 +228,7 @@ class Schedule:
             return cls.loglinear(num_steps, float(arg) if arg else 1e-3)
         if base == "polynomial" and arg:
             return cls.polynomial(num_steps, float(arg))
-        raise ValueError(
+        raise ArgumentError(
             f"schedule must be linear, cosine, loglinear[:EPS] or polynomial:A, got {name!r}"
         )
 
@@ -252,11 +253,11 @@ class FixedCountPlan:
     def __init__(self, counts):
         c = np.asarray(counts)
         if c.ndim != 1 or c.size == 0 or not np.issubdtype(c.dtype, np.integer):
-            raise ValueError(f"counts must be a non-empty 1-D list of integers, got {counts!r}")
+            raise ArgumentError(f"counts must be a non-empty 1-D list of integers, got {counts!r}")
         if np.any(c < 0):
-            raise ValueError(f"counts must be >= 0, got {int(c[c < 0][0])}")
+            raise ArgumentError(f"counts must be >= 0, got {int(c[c < 0][0])}")
         if c.sum() < 1:
-            raise ValueError("counts must reveal at least one position")
+            raise ArgumentError("counts must reveal at least one position")
         self.counts = c.astype(np.int64)
         self.counts.setflags(write=False)
         self.name = f"fixed-count({c.size})"
@@ -284,7 +285,7 @@ class FixedCountPlan:
         """``length``, refused unless it equals ``sum(counts)``."""
         length = check_positive_int("length", length)
         if length != self.length:
-            raise ValueError(f"length must equal sum(counts) = {self.length}, got {length}")
+            raise ArgumentError(f"length must equal sum(counts) = {self.length}, got {length}")
         return length
 
     def draw_steps(self, num: int, length: int, rng=None) -> np.ndarray:
@@ -315,18 +316,18 @@ class DeterministicPlan:
     def __init__(self, sets: Sequence[Sequence[int]]):
         steps = [np.asarray(s, dtype=np.int64).ravel() for s in sets]
         if not steps:
-            raise ValueError("sets must hold at least one step")
+            raise ArgumentError("sets must hold at least one step")
         flat = np.concatenate(steps) if steps else np.zeros(0, dtype=np.int64)
         if flat.size == 0:
-            raise ValueError("sets must reveal at least one position")
+            raise ArgumentError("sets must reveal at least one position")
         if flat.min() < 0:
-            raise ValueError(f"sets hold a negative position {int(flat.min())}")
+            raise ArgumentError(f"sets hold a negative position {int(flat.min())}")
         counts = np.bincount(flat)
         if np.any(counts > 1):
-            raise ValueError(f"sets overlap: position {int(np.flatnonzero(counts > 1)[0])} "
+            raise ArgumentError(f"sets overlap: position {int(np.flatnonzero(counts > 1)[0])} "
                              "appears in more than one step")
         if np.any(counts == 0):
-            raise ValueError(f"sets miss position {int(np.flatnonzero(counts == 0)[0])} "
+            raise ArgumentError(f"sets miss position {int(np.flatnonzero(counts == 0)[0])} "
                              f"(they must cover 0..{flat.max()})")
         self.sets = tuple(steps)
         self._steps = np.empty(flat.size, dtype=np.int64)
@@ -357,7 +358,7 @@ class DeterministicPlan:
         """``length``, refused unless it equals the number of planned positions."""
         length = check_positive_int("length", length)
         if length != self.length:
-            raise ValueError(f"length must equal the number of planned positions {self.length}, "
+            raise ArgumentError(f"length must equal the number of planned positions {self.length}, "
                              f"got {length}")
         return length
 
@@ -386,7 +387,7 @@ Plan = Schedule | FixedCountPlan | DeterministicPlan
 def check_plan(plan) -> Plan:
     """``plan`` itself, or a ``TypeError`` naming what was passed."""
     if not isinstance(plan, Schedule | FixedCountPlan | DeterministicPlan):
-        raise TypeError(
+        raise ArgumentTypeError(
             "schedule must be a Schedule, FixedCountPlan or DeterministicPlan, "
             f"got {type(plan).__name__}"
         )

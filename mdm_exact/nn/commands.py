@@ -12,6 +12,7 @@ import json
 import math
 import sys
 
+from ..errors import ArgumentError
 from ..languages import PRESETS, load_language, preset
 from .evaluate import evaluate_run
 from .model import KINDS, ModelConfig
@@ -63,10 +64,10 @@ def _steps_list(text: str) -> list[int]:
     try:
         values = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise ValueError(f"--steps must be a comma-separated list of integers, got {text!r}"
+        raise ArgumentError(f"--steps must be a comma-separated list of integers, got {text!r}"
                          ) from None
     if not values or min(values) < 1:
-        raise ValueError(f"--steps must list positive integers, got {text!r}")
+        raise ArgumentError(f"--steps must list positive integers, got {text!r}")
     return values
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from .._utils import MASK, as_rng, check_positive_int
+from ..errors import ArgumentError, MissingFileError
 from ..estimate import Estimate, mean_interval
 from ..languages import Language
 from ..metrics import generative_log_perplexity, sequence_error_rate
@@ -95,7 +96,7 @@ def learning_error(
     num = check_positive_int("num_sequences", num_sequences)
     ts = [float(t) for t in np.atleast_1d(times)]
     if not ts or any(not 0 < t <= 1 for t in ts):
-        raise ValueError(f"times must be non-empty and lie in (0, 1], got {times!r}")
+        raise ArgumentError(f"times must be non-empty and lie in (0, 1], got {times!r}")
     gen = as_rng(rng)
     per_time, pooled = [], []
     for t in ts:
@@ -248,7 +249,7 @@ def evaluate(
     seed = check_positive_int("seed", seed, 0)
     ns = [check_positive_int("steps", int(n)) for n in np.atleast_1d(steps)]
     if mdm is None and ar is None:
-        raise ValueError("evaluate needs an mdm or an ar denoiser")
+        raise ArgumentError("evaluate needs an mdm or an ar denoiser")
     rows = []
     if mdm is not None:
         oracle = Oracle(language)
@@ -295,12 +296,12 @@ def evaluate_run(
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise FileNotFoundError(f"no run directory at {str(run_dir)!r}")
+        raise MissingFileError(f"no run directory at {str(run_dir)!r}")
     has_mdm = (run_dir / "mdm.pt").exists()
     if ar_dir is None and (run_dir / "ar.pt").exists():
         ar_dir = run_dir
     if not has_mdm and ar_dir is None:
-        raise FileNotFoundError(f"{str(run_dir)!r} holds no trained model (mdm.pt or ar.pt)")
+        raise MissingFileError(f"{str(run_dir)!r} holds no trained model (mdm.pt or ar.pt)")
     mdm_model, language = load_model(run_dir, "mdm", device) if has_mdm else (None, None)
     ar_model = None
     if ar_dir is not None:
@@ -308,7 +309,7 @@ def evaluate_run(
         if language is None:
             language = ar_language
         elif json.dumps(ar_language.to_dict()) != json.dumps(language.to_dict()):
-            raise ValueError(f"the AR run {str(ar_dir)!r} was trained on a different language "
+            raise ArgumentError(f"the AR run {str(ar_dir)!r} was trained on a different language "
                              f"than {str(run_dir / LANGUAGE_FILE)!r}")
     first = mdm_model if mdm_model is not None else ar_model
     kind_dir = run_dir if mdm_model is not None else Path(ar_dir)
@@ -316,7 +317,7 @@ def evaluate_run(
     length = trained if length is None else check_positive_int("length", length)
     for model in (mdm_model, ar_model):
         if model is not None and length > model.config.max_length:
-            raise ValueError(f"length must be <= the {model.config.kind} model's max_length "
+            raise ArgumentError(f"length must be <= the {model.config.kind} model's max_length "
                              f"{model.config.max_length}, got {length}")
     return evaluate(
         language, length, steps, num_samples,

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._utils import check_positive_int
+from ..errors import ArgumentError
 
 KINDS = ("mdm", "ar")
 """``mdm``: masked diffusion denoiser; ``ar``: autoregressive (causal) baseline."""
@@ -50,11 +51,11 @@ class ModelConfig:
 
     def __post_init__(self):
         if self.kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+            raise ArgumentError(f"kind must be one of {KINDS}, got {self.kind!r}")
         for name in ("vocab_size", "max_length", "width", "depth", "heads", "mlp_ratio"):
             check_positive_int(name, getattr(self, name))
         if self.width % self.heads or (self.width // self.heads) % 2:
-            raise ValueError(
+            raise ArgumentError(
                 f"width must be a multiple of heads with an even head dimension, got "
                 f"width={self.width}, heads={self.heads}"
             )
@@ -72,10 +73,10 @@ class ModelConfig:
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         """Inverse of ``to_dict``."""
         if not isinstance(data, dict):
-            raise ValueError(f"a model config must be a mapping, got {type(data).__name__}")
+            raise ArgumentError(f"a model config must be a mapping, got {type(data).__name__}")
         unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
-            raise ValueError(f"unknown model config key(s) {sorted(unknown)}")
+            raise ArgumentError(f"unknown model config key(s) {sorted(unknown)}")
         return cls(**data)
 
 
@@ -85,9 +86,9 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
     if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'cpu', 'cuda' or 'auto', got {device!r}")
+        raise ArgumentError(f"device must be 'cpu', 'cuda' or 'auto', got {device!r}")
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} was requested but CUDA is not available")
+        raise ArgumentError(f"device {device!r} was requested but CUDA is not available")
     return dev
 
 
@@ -151,7 +152,7 @@ class Transformer(nn.Module):
         """Logits (batch, length, V) for token ids (batch, length), mask id V."""
         n = ids.shape[1]
         if n > self.config.max_length:
-            raise ValueError(
+            raise ArgumentError(
                 f"length must be <= the model's max_length {self.config.max_length}, got {n}"
             )
         cos, sin = self.cos[:n], self.sin[:n]

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from .._utils import MASK, check_positive_int, check_tokens
+from ..errors import ArgumentError, ArgumentTypeError
 from ..languages import Language
 from ..sampling import Denoiser, sample
 from ..schedules import DeterministicPlan, FixedCountPlan, Plan
@@ -49,7 +50,7 @@ class TorchDenoiser:
     def __init__(self, model: Transformer, device: str | torch.device | None = None,
                  batch_size: int = DEFAULT_BATCH_SIZE):
         if not isinstance(model, Transformer):
-            raise TypeError(f"model must be an mdm_exact.nn Transformer, got "
+            raise ArgumentTypeError(f"model must be an mdm_exact.nn Transformer, got "
                             f"{type(model).__name__}")
         self.device = (next(model.parameters()).device if device is None
                        else resolve_device(device))
@@ -62,11 +63,11 @@ class TorchDenoiser:
     def __call__(self, x) -> np.ndarray:
         arr = check_tokens(x, self.config.vocab_size)
         if arr.shape[1] > self.config.max_length:
-            raise ValueError(f"length must be <= the model's max_length "
+            raise ArgumentError(f"length must be <= the model's max_length "
                              f"{self.config.max_length}, got {arr.shape[1]}")
         revealed = arr != MASK
         if self.config.kind == "ar" and np.any(revealed[:, 1:] & ~revealed[:, :-1]):
-            raise ValueError("an autoregressive denoiser needs the revealed tokens of every row "
+            raise ArgumentError("an autoregressive denoiser needs the revealed tokens of every row "
                              "to form a prefix (use a left-to-right plan)")
         out = np.empty((*arr.shape, self.config.vocab_size))
         for start in range(0, arr.shape[0], self.batch_size):
@@ -95,7 +96,7 @@ class CachedDenoiser:
 
     def __init__(self, denoiser: Denoiser):
         if not callable(denoiser):
-            raise TypeError(f"denoiser must be callable, got {type(denoiser).__name__}")
+            raise ArgumentTypeError(f"denoiser must be callable, got {type(denoiser).__name__}")
         self.denoiser = denoiser
         self.calls = 0
         self.requests = 0

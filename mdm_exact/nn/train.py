@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .._utils import check_positive_int
+from ..errors import ArgumentError, ArgumentTypeError, MissingFileError
 from ..languages import Language, load_language
 from .model import ModelConfig, Transformer, model_inputs, resolve_device
 
@@ -79,7 +80,7 @@ class TrainConfig:
         for name, ok in checks:
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and ok):
-                raise ValueError(f"{name} must be a finite number with {_RANGES[name]}, "
+                raise ArgumentError(f"{name} must be a finite number with {_RANGES[name]}, "
                                  f"got {value!r}")
 
     def to_dict(self) -> dict[str, Any]:
@@ -165,7 +166,7 @@ def _check_run_dir(out: Path, language: Language, kind: str, header: dict) -> bo
     wanted = _json_roundtrip(language.to_dict())
     if lang_path.exists():
         if json.loads(lang_path.read_text()) != wanted:
-            raise ValueError(f"{str(out)!r} already holds a run on a different language; "
+            raise ArgumentError(f"{str(out)!r} already holds a run on a different language; "
                              "use a new output directory")
     else:
         _write_atomic(lang_path, lambda p: language.save(p))
@@ -176,7 +177,7 @@ def _check_run_dir(out: Path, language: Language, kind: str, header: dict) -> bo
     old = json.loads(config_path.read_text())
     for key in ("model", "train"):
         if old.get(key) != header[key]:
-            raise ValueError(
+            raise ArgumentError(
                 f"{str(out)!r} already holds a {kind} run with a different {key} config "
                 f"({old.get(key)} != {header[key]}); use a new output directory"
             )
@@ -217,12 +218,13 @@ def train(
     in time slices; a later call continues. The model is returned in eval mode on ``device``.
     """
     if not isinstance(language, Language):
-        raise TypeError(f"language must be an mdm_exact Language, got {type(language).__name__}")
+        raise ArgumentTypeError(f"language must be an mdm_exact Language"
+            f", got {type(language).__name__}")
     if model_config.vocab_size != language.vocab_size:
-        raise ValueError(f"model_config.vocab_size must equal the language's "
+        raise ArgumentError(f"model_config.vocab_size must equal the language's "
                          f"{language.vocab_size}, got {model_config.vocab_size}")
     if train_config.length > model_config.max_length:
-        raise ValueError(f"length must be <= the model's max_length {model_config.max_length}, "
+        raise ArgumentError(f"length must be <= the model's max_length {model_config.max_length}, "
                          f"got {train_config.length}")
     language._check_length(train_config.length)
     checkpoint_every = check_positive_int("checkpoint_every", checkpoint_every)
@@ -285,11 +287,11 @@ def load_model(run_dir: str | Path, kind: str = "mdm", device: str | torch.devic
     ``language.json``."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise FileNotFoundError(f"no run directory at {str(run_dir)!r}")
+        raise MissingFileError(f"no run directory at {str(run_dir)!r}")
     config_path, weights_path = run_dir / f"{kind}.json", run_dir / f"{kind}.pt"
     for path in (config_path, weights_path, run_dir / LANGUAGE_FILE):
         if not path.exists():
-            raise FileNotFoundError(f"{str(run_dir)!r} has no {path.name} (no trained {kind} "
+            raise MissingFileError(f"{str(run_dir)!r} has no {path.name} (no trained {kind} "
                                     "model there)")
     info = json.loads(config_path.read_text())
     config = ModelConfig.from_dict(info["model"])

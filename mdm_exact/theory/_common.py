@@ -7,6 +7,7 @@ import math
 import numba
 import numpy as np
 
+from ..errors import ArgumentError, ArgumentTypeError
 from ..schedules import MASS_ATOL, DeterministicPlan, FixedCountPlan, Schedule
 
 
@@ -18,14 +19,14 @@ def check_probability(name: str, value, *, open_low: bool = False, open_high: bo
     if not math.isfinite(v) or low_bad or high_bad:
         lo = "(" if open_low else "["
         hi = ")" if open_high else "]"
-        raise ValueError(f"{name} must lie in {lo}0, 1{hi}, got {value!r}")
+        raise ArgumentError(f"{name} must lie in {lo}0, 1{hi}, got {value!r}")
     return v
 
 
 def check_nonnegative(name: str, value) -> float:
     v = float(value)
     if not (math.isfinite(v) and v >= 0):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        raise ArgumentError(f"{name} must be a finite number >= 0, got {value!r}")
     return v
 
 
@@ -36,15 +37,15 @@ def masses_of(schedule) -> np.ndarray:
     if isinstance(schedule, Schedule):
         return schedule.masses
     if isinstance(schedule, FixedCountPlan | DeterministicPlan):
-        raise TypeError(
+        raise ArgumentTypeError(
             f"schedule must be a Schedule or an array of masses here, got {type(schedule).__name__}"
             " (positions of a fixed-count or deterministic plan do not choose steps independently)"
         )
     p = np.asarray(schedule, dtype=np.float64).ravel()
     if p.size == 0 or not np.all(np.isfinite(p)) or np.any(p < 0):
-        raise ValueError("masses must be a non-empty array of finite numbers >= 0")
+        raise ArgumentError("masses must be a non-empty array of finite numbers >= 0")
     if abs(p.sum() - 1.0) > MASS_ATOL:
-        raise ValueError(f"masses must sum to 1, got {p.sum()!r}")
+        raise ArgumentError(f"masses must sum to 1, got {p.sum()!r}")
     return p
 
 

@@ -34,6 +34,7 @@ import numba
 import numpy as np
 
 from .._utils import check_positive_int
+from ..errors import ArgumentError, ArgumentTypeError
 from ._common import step_sizes
 
 READINGS = ("excess", "intervals")
@@ -53,11 +54,11 @@ def _entropy(p: np.ndarray) -> float:
 def _check_joint(joint) -> np.ndarray:
     q = np.asarray(joint, dtype=np.float64)
     if q.ndim == 0 or q.size == 0:
-        raise ValueError(f"joint must be a non-empty array (V_1, ..., V_k), got shape {q.shape}")
+        raise ArgumentError(f"joint must be a non-empty array (V_1, ..., V_k), got shape {q.shape}")
     if not np.all(np.isfinite(q)) or np.any(q < 0):
-        raise ValueError("joint must hold finite probabilities >= 0")
+        raise ArgumentError("joint must hold finite probabilities >= 0")
     if abs(q.sum() - 1.0) > 1e-9:
-        raise ValueError(f"joint must sum to 1, got {q.sum()!r}")
+        raise ArgumentError(f"joint must sum to 1, got {q.sum()!r}")
     return q
 
 
@@ -112,13 +113,13 @@ def product_kl(joint, factors) -> ProductKL:
     q = _check_joint(joint)
     ps = [np.asarray(f, dtype=np.float64).ravel() for f in factors]
     if len(ps) != q.ndim or any(p.size != s for p, s in zip(ps, q.shape, strict=False)):
-        raise ValueError(
+        raise ArgumentError(
             f"factors must be {q.ndim} vectors of lengths {q.shape}, got "
             f"{[p.size for p in ps]}"
         )
     for i, p in enumerate(ps):
         if np.any(p < 0) or abs(p.sum() - 1.0) > 1e-9:
-            raise ValueError(f"factors[{i}] must be a probability vector")
+            raise ArgumentError(f"factors[{i}] must be a probability vector")
     product = ps[0]
     for p in ps[1:]:
         product = np.multiply.outer(product, p)
@@ -136,7 +137,7 @@ def multi_token_kl_bound(num_tokens: int, vocab_size: int, marginal_kl) -> float
     v = check_positive_int("vocab_size", vocab_size, 1)
     kls = np.broadcast_to(np.asarray(marginal_kl, dtype=np.float64), (k,))
     if np.any(kls < 0) or np.any(np.isnan(kls)):
-        raise ValueError("marginal_kl must be >= 0")
+        raise ArgumentError("marginal_kl must be >= 0")
     return float((k - 1) * np.log(v) + kls.sum())
 
 
@@ -222,18 +223,19 @@ def _batch_counts(steps, n, num_steps):
 def _check_steps(steps, num_steps) -> tuple[np.ndarray, int]:
     arr = np.asarray(steps)
     if not np.issubdtype(arr.dtype, np.integer):
-        raise TypeError(f"steps must hold integer step indices, got dtype {arr.dtype}")
+        raise ArgumentTypeError(f"steps must hold integer step indices, got dtype {arr.dtype}")
     arr = np.ascontiguousarray(np.atleast_2d(arr), dtype=np.int64)
     if arr.ndim != 2 or arr.shape[1] == 0:
-        raise ValueError(f"steps must have shape (num, length) with length >= 1, got {arr.shape}")
+        raise ArgumentError(f"steps must have shape (num, length) with length >= 1"
+            f", got {arr.shape}")
     if arr.size and arr.min() < 0:
-        raise ValueError(f"steps must be >= 0, got {int(arr.min())}")
+        raise ArgumentError(f"steps must be >= 0, got {int(arr.min())}")
     top = int(arr.max()) + 1 if arr.size else 1
     if num_steps is None:
         return arr, top
     n = check_positive_int("num_steps", num_steps, 1)
     if n < top:
-        raise ValueError(f"num_steps must exceed every step index ({top - 1}), got {num_steps}")
+        raise ArgumentError(f"num_steps must exceed every step index ({top - 1}), got {num_steps}")
     return arr, n
 
 
@@ -265,7 +267,7 @@ def dependencies(
     steps: (num, L) int 0-based step of every position; returns (num, N) int64.
     """
     if reading not in READINGS:
-        raise ValueError(f"reading must be one of {READINGS}, got {reading!r}")
+        raise ArgumentError(f"reading must be one of {READINGS}, got {reading!r}")
     arr, (_, excess) = _counts(steps, n, num_steps)
     if reading == "excess":
         return excess

@@ -27,6 +27,7 @@ import numba
 import numpy as np
 
 from .._utils import check_positive_int, first_true
+from ..errors import ArgumentError, ArgumentTypeError
 from ..schedules import DeterministicPlan, FixedCountPlan, Schedule
 from ._common import (
     check_probability,
@@ -85,7 +86,7 @@ def distinct_steps_tight_bound(num_steps, interval: int) -> float:
     n = float(num_steps)
     ell = check_positive_int("interval", interval, 1)
     if not n >= 1:
-        raise ValueError(f"num_steps must be >= 1, got {num_steps!r}")
+        raise ArgumentError(f"num_steps must be >= 1, got {num_steps!r}")
     r = np.arange(1, ell)
     return float(np.prod(np.clip(1.0 - r / n, 0.0, None)))
 
@@ -95,7 +96,7 @@ def distinct_steps_paper_bound(num_steps, interval: int) -> float:
     n = float(num_steps)
     ell = check_positive_int("interval", interval, 1)
     if not n >= 1:
-        raise ValueError(f"num_steps must be >= 1, got {num_steps!r}")
+        raise ArgumentError(f"num_steps must be >= 1, got {num_steps!r}")
     return (1.0 - 1.0 / n) ** (ell - 1)
 
 
@@ -118,7 +119,7 @@ def _check_interval_length(interval, length) -> tuple[int, int]:
     ell = check_positive_int("interval", interval, 1)
     length = check_positive_int("length", length, 1)
     if length % ell:
-        raise ValueError(f"length must be a multiple of interval={ell} (Def. C.4), got {length}")
+        raise ArgumentError(f"length must be a multiple of interval={ell} (Def. C.4), got {length}")
     return ell, length
 
 
@@ -180,7 +181,8 @@ def collision_error_probability(eps_learning: float) -> float:
     """
     eps = check_probability("eps_learning", eps_learning)
     if eps > 0.5:
-        raise ValueError(f"eps_learning must be <= 1/2 (so that eta <= 1/2), got {eps_learning!r}")
+        raise ArgumentError(f"eps_learning must be <= 1/2 (so that eta <= 1/2)"
+            f", got {eps_learning!r}")
     return 0.5 - eps
 
 
@@ -249,13 +251,13 @@ def oracle_ser(plan, interval: int, length: int, *, p_e: float = 0.5) -> float:
     """
     ell, length = _check_interval_length(interval, length)
     if isinstance(plan, FixedCountPlan):
-        raise TypeError(
+        raise ArgumentTypeError(
             "plan must be a Schedule or a DeterministicPlan: under a FixedCountPlan the intervals "
             "are not independent; use interval_valid_probability for one interval"
         )
     if isinstance(plan, DeterministicPlan):
         if plan.length != length:
-            raise ValueError(f"length must equal the plan's length {plan.length}, got {length}")
+            raise ArgumentError(f"length must equal the plan's length {plan.length}, got {length}")
         valid = interval_valid_probability(plan, ell, p_e=p_e)
         return float(1.0 - np.prod(valid))
     valid = interval_valid_probability(plan, ell, p_e=p_e)
@@ -278,7 +280,7 @@ def theorem_c9_bound(C: float, length: int, p_e: float = 63 / 128, interval: int
     p_e = check_probability("p_e", p_e)
     c = float(C)
     if not (math.isfinite(c) and c * length >= 1):
-        raise ValueError(f"C must be a finite number with C * length >= 1, got C={C!r}")
+        raise ArgumentError(f"C must be a finite number with C * length >= 1, got C={C!r}")
     rate = (ell - 1) * p_e / (ell * c) * (1.0 - (ell - 2) / (2.0 * c * length))
     return float(-math.expm1(-rate))
 
@@ -318,10 +320,10 @@ def c9_finite_length_check(
     hi = check_positive_int("max_length", max_length, lo)
     lengths = np.arange(-(-lo // ell) * ell, hi + 1, ell)
     if lengths.size == 0:
-        raise ValueError(f"no multiple of interval={ell} in [{lo}, {hi}]")
+        raise ArgumentError(f"no multiple of interval={ell} in [{lo}, {hi}]")
     n = float(C) * lengths
     if np.any(n < 1):
-        raise ValueError(f"C * min_length must be >= 1, got C={C!r}")
+        raise ArgumentError(f"C * min_length must be >= 1, got C={C!r}")
     miss = p_e * (1.0 - (1.0 - 1.0 / n) ** (ell - 1))
     bounds = -np.expm1((lengths // ell) * np.log1p(-miss))
     i = int(np.argmin(bounds))
@@ -352,7 +354,7 @@ def min_steps_lower_bound(interval: int, length: int, target: float, *, p_e: flo
     p_e = check_probability("p_e", p_e)
     n = first_true(lambda k: ser_lower_bound(k, ell, length, p_e) <= target, LOWER_BOUND_MAX_STEPS)
     if n is None:
-        raise ValueError(f"target SER {target} is below Lemma C.6's bound even at "
+        raise ArgumentError(f"target SER {target} is below Lemma C.6's bound even at "
                          f"N = {LOWER_BOUND_MAX_STEPS} steps")
     return n
 
@@ -380,7 +382,7 @@ def min_steps_for_ser(
     max_steps = check_positive_int("max_steps", max_steps, 1)
     n = first_true(lambda k: _ser_at(ell, length, p_e, family, k) <= target, max_steps)
     if n is None:
-        raise ValueError(
+        raise ArgumentError(
             f"target SER {target} is not reached with max_steps={max_steps} steps "
             f"(SER there: {_ser_at(ell, length, p_e, family, max_steps):.6g})"
         )

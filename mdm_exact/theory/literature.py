@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._utils import check_positive_int
+from ..errors import ArgumentError, ArgumentTypeError
 from ..estimate import Estimate, exact, mean_interval
 from ..languages import Language
 from ..posterior import posterior_marginals
@@ -69,10 +70,11 @@ def mutual_information_profile(
     ``auto``: exact when V^L <= ``EXACT_MAX_ENTRIES``.
     """
     if not isinstance(language, Language):
-        raise TypeError(f"language must be an mdm_exact Language, got {type(language).__name__}")
+        raise ArgumentTypeError(f"language must be an mdm_exact Language"
+            f", got {type(language).__name__}")
     length = check_positive_int("length", length, 1)
     if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        raise ArgumentError(f"method must be one of {METHODS}, got {method!r}")
     if method == "auto":
         small = language.vocab_size**length <= EXACT_MAX_ENTRIES
         method = "exact" if small else "monte-carlo"
@@ -139,7 +141,7 @@ class _SubsetEntropy:
 def _check_dense_joint(joint) -> np.ndarray:
     q = np.asarray(joint, dtype=np.float64)
     if q.ndim == 0 or not np.all(np.isfinite(q)) or np.any(q < 0) or abs(q.sum() - 1) > 1e-9:
-        raise ValueError("joint must be a dense (V,)*L array of probabilities summing to 1")
+        raise ArgumentError("joint must be a dense (V,)*L array of probabilities summing to 1")
     return q
 
 
@@ -165,7 +167,7 @@ def factorization_floor(joint, steps) -> float:
     q = _check_dense_joint(joint)
     st = np.asarray(steps, dtype=np.int64).ravel()
     if st.size != q.ndim or (st.size and st.min() < 0):
-        raise ValueError(f"steps must hold {q.ndim} step indices >= 0, got {steps!r}")
+        raise ArgumentError(f"steps must hold {q.ndim} step indices >= 0, got {steps!r}")
     return _floor(_SubsetEntropy(q), st)
 
 
@@ -198,7 +200,7 @@ def _instances(plan, length: int):
             if weight > 0:
                 yield np.array(arrangement), weight
     else:
-        raise TypeError(f"plan must be a Schedule, FixedCountPlan or DeterministicPlan, "
+        raise ArgumentTypeError(f"plan must be a Schedule, FixedCountPlan or DeterministicPlan, "
                         f"got {type(plan).__name__}")
 
 
@@ -218,7 +220,7 @@ def expected_factorization_floor(joint, plan) -> float:
     else:
         count = 1
     if count > INSTANCES_MAX:
-        raise ValueError(f"plan has {count} instances at length {length}, above "
+        raise ArgumentError(f"plan has {count} instances at length {length}, above "
                          f"INSTANCES_MAX={INSTANCES_MAX}")
     entropy = _SubsetEntropy(q)
     return float(sum(w * _floor(entropy, st) for st, w in _instances(plan, length)))

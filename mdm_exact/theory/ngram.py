@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._utils import check_positive_int
+from ..errors import ArgumentError, ArgumentTypeError
 from ..estimate import Estimate, mean_interval, wilson_interval
 from ..schedules import Schedule, paper_ngram_extra_steps
 from ._common import check_nonnegative, check_probability, masses_of, step_sizes
@@ -34,7 +35,7 @@ def dependency_kl_bound(dependencies, length: int, vocab_size: int, eps_learning
     eps = check_nonnegative("eps_learning", eps_learning)
     d = np.asarray(dependencies, dtype=np.float64)
     if np.any(d < 0):
-        raise ValueError("dependencies must be >= 0")
+        raise ArgumentError("dependencies must be >= 0")
     out = d * math.log(v) + length * eps
     return float(out) if out.ndim == 0 else out
 
@@ -104,7 +105,7 @@ def chernoff_check(
     ``schedule`` (a ``Schedule``), counts s_k exactly (``separators``) and m_k, and compares the
     event frequencies with both Chernoff bounds. Cost O(num_samples L log L)."""
     if not isinstance(schedule, Schedule):
-        raise TypeError(f"schedule must be a Schedule, got {type(schedule).__name__}")
+        raise ArgumentTypeError(f"schedule must be a Schedule, got {type(schedule).__name__}")
     length = check_positive_int("length", length, 1)
     n = check_positive_int("n", n, 2)
     num = check_positive_int("num_samples", num_samples, 1)
@@ -151,7 +152,7 @@ def case3_expected_dependencies(separators, new_locations):
     s = np.asarray(separators, dtype=np.float64)
     m = np.asarray(new_locations, dtype=np.float64)
     if np.any(s < 0) or np.any(m < 0):
-        raise ValueError("separators and new_locations must be >= 0")
+        raise ArgumentError("separators and new_locations must be >= 0")
     with np.errstate(divide="ignore", invalid="ignore"):
         out = np.where(m > 1, m * (m - 1) / np.maximum(s + m, 1.0), 0.0)
     return float(out) if out.ndim == 0 else out
@@ -218,7 +219,7 @@ def b12_schedule(n: int, eps, which: str = "A") -> Schedule:
         return Schedule.paper_ngram(n, eps)
     if which == "B":
         return Schedule.adaptive_ngram(n, eps)
-    raise ValueError(f"which must be one of {SCHEDULES}, got {which!r}")
+    raise ArgumentError(f"which must be one of {SCHEDULES}, got {which!r}")
 
 
 def b12_num_steps(n: int, eps, which: str = "A") -> int:
@@ -281,6 +282,6 @@ def ter_bound(
     v = check_positive_int("vocab_size", vocab_size, 1)
     eps_l = check_nonnegative("eps_learning", eps_learning)
     if not (base > 0 and base != 1):
-        raise ValueError(f"base must be positive and != 1, got {base!r}")
+        raise ArgumentError(f"base must be positive and != 1, got {base!r}")
     gap = eps_l + 4.0 * e * math.log(v) / math.log(base)
     return TERBound(gap, min_length(n, eps), b12_num_steps(n, eps))
