@@ -75,10 +75,19 @@ def as_rng(seed: int | np.random.Generator | None) -> np.random.Generator:
 def check_probabilities(name: str, array, shape: tuple[int, ...] | None = None) -> np.ndarray:
     """Float64 copy of ``array`` whose last axis is a probability vector (read-only).
 
-    Raises a one-line ``ValueError`` naming ``name`` for NaN, negative entries, a wrong shape or
-    rows that do not sum to 1 within ``STOCHASTIC_ATOL``.
+    Raises a one-line ``ValueError`` naming ``name`` for NaN, negative entries, a wrong shape,
+    ragged rows or rows that do not sum to 1 within ``STOCHASTIC_ATOL``, and a ``TypeError`` for
+    entries that are not real numbers (bool, complex, strings, objects are never coerced).
     """
-    arr = np.array(array, dtype=np.float64)
+    try:
+        raw = np.asarray(array)
+    except (ValueError, TypeError):
+        raise ArgumentError(f"{name} must be a rectangular array of numbers (ragged rows?)")\
+            from None
+    if raw.dtype == bool or not (np.issubdtype(raw.dtype, np.integer)
+                                 or np.issubdtype(raw.dtype, np.floating)):
+        raise ArgumentTypeError(f"{name} must hold real numbers, got dtype {raw.dtype}")
+    arr = np.array(raw, dtype=np.float64)
     if shape is not None and arr.shape != shape:
         raise ArgumentError(f"{name} must have shape {shape}, got {arr.shape}")
     if arr.ndim == 0 or arr.shape[-1] == 0:
@@ -101,23 +110,40 @@ def check_probabilities(name: str, array, shape: tuple[int, ...] | None = None) 
 
 
 def check_tokens(x, vocab_size: int, *, allow_mask: bool = True) -> np.ndarray:
-    """``x`` as an int64 array of shape ``(batch, length)``; a 1-D ``x`` becomes one row."""
-    arr = np.asarray(x)
-    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer) or arr.size == 0):
-        if np.issubdtype(arr.dtype, np.floating) and np.all(np.equal(np.mod(arr, 1), 0)):
-            arr = arr.astype(np.int64)
-        else:
-            raise ArgumentTypeError(f"x must hold integer tokens, got dtype {arr.dtype}")
-    arr = np.atleast_2d(arr).astype(np.int64, copy=False)
-    if arr.ndim != 2:
-        raise ArgumentError(f"x must have shape (batch, length), got {np.shape(x)}")
+    """``x`` as an int64 array of shape ``(batch, length)``; a 1-D ``x`` becomes one row.
+
+    Refuses, naming ``x``: a length of 0 (there is nothing to score and the kernels index the
+    first position), more than 2 axes or a scalar, ragged rows, tokens outside
+    [MASK, vocab_size) (checked in the input's own dtype, so a uint64 2**64-1 is not read as
+    MASK), and non-integer dtypes (bool, complex, object, strings, floats with a fractional
+    part or a non-finite value; integral floats are accepted).
+    """
+    try:
+        arr = np.asarray(x)
+    except (ValueError, TypeError):
+        raise ArgumentError("x must be a rectangular array of integer tokens (ragged rows?)")\
+            from None
+    if arr.ndim not in (1, 2):
+        raise ArgumentError(f"x must have shape (batch, length) or (length,), got {arr.shape}")
+    if arr.shape[-1] == 0:
+        raise ArgumentError(f"x must have length >= 1, got shape {arr.shape}")
+    floating = np.issubdtype(arr.dtype, np.floating)
+    if arr.dtype == bool or not (floating or np.issubdtype(arr.dtype, np.integer)):
+        raise ArgumentTypeError(f"x must hold integer tokens, got dtype {arr.dtype}")
+    if floating and not (np.all(np.isfinite(arr)) and np.all(arr == np.round(arr))):
+        raise ArgumentTypeError(
+            f"x must hold integer tokens, got dtype {arr.dtype} with non-integral values")
+    arr = np.atleast_2d(arr)
     low = MASK if allow_mask else 0
     bad = (arr < low) | (arr >= vocab_size)
     if np.any(bad):
         r, c = (int(i) for i in np.argwhere(bad)[0])
         allowed = f"[{low}, {vocab_size})"
         raise ArgumentError(f"x has token {arr[r, c]} at row {r}, position {c}; allowed {allowed}")
-    return arr
+    out = arr.astype(np.int64, copy=False)
+    # A writable array: the numba kernels compile once per writability, and a read-only view
+    # (what denoisers are handed) would otherwise trigger a second compilation.
+    return out if out.flags.writeable else out.copy()
 
 
 def check_positive_int(name: str, value, minimum: int = 1) -> int:
@@ -127,6 +153,31 @@ def check_positive_int(name: str, value, minimum: int = 1) -> int:
     if value < minimum:
         raise ArgumentError(f"{name} must be >= {minimum}, got {value}")
     return int(value)
+
+
+def int_times(count: int, x):
+    """``count * x`` in float64 for a Python int ``count`` of any size (a length such as 10**400
+    does not fit a float): exactly 0 where x == 0, +-inf where the product leaves float range.
+    Scalar in, float out; array in, array out."""
+    arr = np.asarray(x, dtype=np.float64)
+    count = int(count)
+    if count == 0:
+        out = np.zeros_like(arr)
+    elif count.bit_length() < 1000:
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = np.where(arr == 0, 0.0, float(count) * arr)
+    else:  # count >= 2**999: the product is +-inf unless |x| is below about 1e-300
+        with np.errstate(over="ignore", divide="ignore"):
+            out = np.where(arr == 0, 0.0,
+                           np.sign(arr) * np.exp(math.log(count) + np.log(np.abs(arr))))
+    return float(out) if out.ndim == 0 else out
+
+
+def format_count(value: int) -> str:
+    """An integer for a one-line message: in full up to 15 digits, else ``about 10^d``."""
+    if abs(value) < 10**15:
+        return str(value)
+    return f"about 10^{math.log10(abs(value)):.1f}"
 
 
 def table_bytes(base: int, exponent: int, factor: float = 8.0) -> float:

@@ -5,23 +5,37 @@ Verbs: ``language`` (generate / inspect / save a language), ``exact`` (exact met
 B.12's schedule and Theorem 4.2's guarantee), ``steps`` (smallest N for a target), ``verify``
 (every statement checked), ``train`` / ``evaluate`` (torch extra), ``figure`` (plots).
 
-Bad arguments exit with status 2 and one line on stderr, ``mdm-exact: error: ...``.
+Exit status: 0 on success; 2 with one line on stderr, ``mdm-exact: error: ...``, for a bad
+argument (argparse's own errors included) or any refusal of the library (``MdmExactError``, e.g.
+a computation above the memory budget, set with ``--max-memory SIZE`` before or after the verb);
+1 when the output cannot be written (a closed pipe exits quietly, a full disk with one line); 130
+with ``mdm-exact: interrupted`` on Ctrl-C. Anything else is a bug and shows its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
+import errno
 import math
+import os
+import signal
 import sys
 from collections.abc import Sequence
 
 import numpy as np
 
 from . import __version__
-from ._utils import first_true
-from .errors import ArgumentError, ArgumentTypeError
-from .estimate import Estimate
+from ._io import input_file, output_file, print_json
+from ._utils import (
+    MEMORY_ENV,
+    check_memory,
+    first_true,
+    format_count,
+    int_times,
+    parse_bytes,
+)
+from .errors import ArgumentError, MdmExactError
 from .languages import PRESETS, Language, load_language, preset
 from .schedules import FixedCountPlan, Schedule
 
@@ -29,17 +43,7 @@ SCHEDULE_HELP = "linear, cosine, loglinear[:EPS] or polynomial:A"
 
 
 def _print_json(data) -> None:
-    def default(obj):
-        if isinstance(obj, Estimate):
-            return obj.as_dict()
-        if isinstance(obj, np.integer | np.floating):
-            return obj.item()
-        if isinstance(obj, np.ndarray):
-            return obj.tolist()
-        raise ArgumentTypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-    text = json.dumps(data, indent=2, default=default, allow_nan=True)
-    print(text.replace("Infinity", '"inf"').replace("NaN", '"nan"'))
+    print_json(data)
 
 
 def _table(rows: Sequence[Sequence[str]]) -> str:
@@ -48,29 +52,68 @@ def _table(rows: Sequence[Sequence[str]]) -> str:
                      for r in rows)
 
 
+def _count(minimum: int):
+    """An argparse ``type``: an integer >= ``minimum`` (the error names the option)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def _size(text: str) -> float:
+    try:
+        return parse_bytes(text, "SIZE")
+    except MdmExactError as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix("SIZE ")) from None
+
+
 def _add_language_source(parser: argparse.ArgumentParser, required: bool = True) -> None:
     group = parser.add_mutually_exclusive_group(required=required)
     group.add_argument("--language", metavar="FILE", help="a language saved as .json or .npz")
     group.add_argument("--preset", choices=sorted(PRESETS), help="a Table 1 language")
     parser.add_argument("--threshold", type=float, default=None,
                         help="with --preset: pruning threshold (0 = the unpruned TER variant)")
-    parser.add_argument("--language-seed", type=int, default=0,
+    parser.add_argument("--language-seed", type=_count(0), default=None,
                         help="with --preset: seed of the random tables (default 0)")
 
 
 def _language(args) -> Language:
-    if args.language:
-        return load_language(args.language)
-    return preset(args.preset, threshold=args.threshold, seed=args.language_seed)
+    """The language of ``--language FILE`` or ``--preset NAME``; the preset options are refused
+    beside a file rather than silently ignored."""
+    if args.language is not None:
+        ignored = [name for name, value in (("--threshold", args.threshold),
+                                            ("--language-seed", args.language_seed))
+                   if value is not None]
+        if ignored:
+            verb = "applies" if len(ignored) == 1 else "apply"
+            raise ArgumentError(f"{' and '.join(ignored)} {verb} to --preset only, not to "
+                                f"--language {args.language!r}")
+        return load_language(input_file("--language", args.language))
+    seed = 0 if args.language_seed is None else args.language_seed
+    return preset(args.preset, threshold=args.threshold, seed=seed)
 
 
 # ------------------------------------------------------------------------------ language
 
 
 def _cmd_language(args) -> int:
+    save = None
+    if args.save is not None:
+        save = output_file("--save", args.save, overwrite=args.overwrite)
+        if save.suffix not in (".json", ".npz"):
+            raise ArgumentError(f"--save must end in .json or .npz, got {args.save!r}")
+    if args.sample and not args.length:
+        raise ArgumentError("--sample needs --length")
     lang = _language(args)
-    if args.save:
-        lang.save(args.save)
+    if save is not None:
+        lang.save(save)
     info: dict = {"kind": lang.kind, "vocab_size": lang.vocab_size, "metadata": lang.metadata}
     if hasattr(lang, "order"):
         info["order"] = lang.order
@@ -82,8 +125,6 @@ def _cmd_language(args) -> int:
         ent = lang.entropy(args.length, seed=args.seed)
         info["entropy_per_token"] = ent.scaled(1 / args.length)
     if args.sample:
-        if not args.length:
-            raise ArgumentError("--sample needs --length")
         info["samples"] = lang.sample(args.sample, args.length, args.seed).tolist()
     if args.json:
         _print_json(info)
@@ -110,11 +151,14 @@ def _add_language(sub) -> None:
                        description="Generate (Table 1 presets, Algorithms 1 and 2), inspect and "
                                    "save a language as JSON or .npz.")
     _add_language_source(p)
-    p.add_argument("--show", action="store_true", help="print the summary (the default)")
-    p.add_argument("--length", type=int, default=0, help="report the entropy per token at L")
-    p.add_argument("--sample", type=int, default=0, metavar="NUM", help="print NUM samples")
-    p.add_argument("--seed", type=int, default=0, help="seed of samples / Monte-Carlo entropy")
+    p.add_argument("--length", type=_count(1), default=0,
+                   help="report the entropy per token at L")
+    p.add_argument("--sample", type=_count(1), default=0, metavar="NUM",
+                   help="print NUM samples (needs --length)")
+    p.add_argument("--seed", type=_count(0), default=0,
+                   help="seed of samples / Monte-Carlo entropy")
     p.add_argument("--save", metavar="FILE", help="write the language to FILE (.json / .npz)")
+    p.add_argument("--overwrite", action="store_true", help="let --save replace an existing file")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cmd_language)
 
@@ -172,10 +216,10 @@ def _cmd_exact(args) -> int:
 
 
 def _add_plan_arguments(p) -> None:
-    p.add_argument("--steps", type=int, help="number of steps N of a schedule family")
+    p.add_argument("--steps", type=_count(1), help="number of steps N of a schedule family")
     p.add_argument("--schedule", default="linear", help=f"family: {SCHEDULE_HELP}")
     p.add_argument("--alphas", help="alpha grid a0,...,aN on t_i = i/N (a0 = 1)")
-    p.add_argument("--fixed-count", type=int, metavar="N",
+    p.add_argument("--fixed-count", type=_count(1), metavar="N",
                    help="reveal L/N positions per step (fixed-count plan)")
     p.add_argument("--eps-learning", type=float, default=None,
                    help="use a PerturbedOracle with this KL per masked position (nats)")
@@ -186,7 +230,7 @@ def _add_exact(sub) -> None:
                        description="The exact output distribution of factorized parallel "
                                    "unmasking and its metrics (small L only).")
     _add_language_source(p)
-    p.add_argument("--length", type=int, required=True, help="sequence length L")
+    p.add_argument("--length", type=_count(1), required=True, help="sequence length L")
     _add_plan_arguments(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_exact)
@@ -227,10 +271,10 @@ def _add_simulate(sub) -> None:
                                    "generative perplexity and the Jensen KL bound, each with a "
                                    "95% interval.")
     _add_language_source(p)
-    p.add_argument("--length", type=int, required=True)
+    p.add_argument("--length", type=_count(1), required=True, help="sequence length L")
     _add_plan_arguments(p)
-    p.add_argument("--samples", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--samples", type=_count(1), default=1000, help="Monte-Carlo samples")
+    p.add_argument("--seed", type=_count(0), default=0, help="sampling seed")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_simulate)
 
@@ -247,16 +291,17 @@ def _p_e(args) -> float:
 
 
 def _cmd_ser(args) -> int:
-    from .theory.interval import oracle_ser, theorem_c9_bound
+    from .theory.interval import oracle_ser_family, theorem_c9_bound, theorem_c9_is_vacuous
 
-    plan = Schedule.named(args.schedule, args.steps)
     p_e = _p_e(args)
-    ser = oracle_ser(plan, args.interval, args.length, p_e=p_e)
+    # linear: O(l^2 log N) without an (N,) array; other families are refused above the budget
+    ser = oracle_ser_family(args.schedule, args.steps, args.interval, args.length, p_e=p_e)
     c = args.steps / args.length
     data = {"ser": ser, "interval": args.interval, "length": args.length, "steps": args.steps,
             "schedule": args.schedule, "p_e": p_e}
     if args.interval == 5:
         data["theorem_4_4_lower_bound"] = theorem_c9_bound(c, args.length, p_e=p_e)
+        data["theorem_4_4_vacuous"] = theorem_c9_is_vacuous(c, args.length, p_e=p_e)
     if args.json:
         _print_json(data)
         return 0
@@ -264,7 +309,10 @@ def _cmd_ser(args) -> int:
           f"({args.schedule}), pair error probability p_e = {p_e:g}")
     print(f"exact SER: {ser:.10g}")
     if "theorem_4_4_lower_bound" in data:
-        print(f"Theorem 4.4 lower bound at C = N/L = {c:g}: {data['theorem_4_4_lower_bound']:.6g}")
+        value = f"{data['theorem_4_4_lower_bound']:.6g}"
+        if data["theorem_4_4_vacuous"]:
+            value += " (vacuous: C L = N <= 1.5 or p_e = 0)"
+        print(f"Theorem 4.4 lower bound at C = N/L = {c:g}: {value}")
     return 0
 
 
@@ -272,9 +320,9 @@ def _add_ser(sub) -> None:
     p = sub.add_parser("ser", help="exact SER of Example C.7",
                        description="Exact sequence error rate of factorized sampling on the "
                                    "interval-parity language (Example C.7).")
-    p.add_argument("--interval", type=int, required=True, help="interval length l")
-    p.add_argument("--length", type=int, required=True, help="L, a multiple of l")
-    p.add_argument("--steps", type=int, required=True, help="number of steps N")
+    p.add_argument("--interval", type=_count(1), required=True, help="interval length l")
+    p.add_argument("--length", type=_count(1), required=True, help="L, a multiple of l")
+    p.add_argument("--steps", type=_count(1), required=True, help="number of steps N")
     p.add_argument("--schedule", default="linear", help=f"family: {SCHEDULE_HELP}")
     p.add_argument("--eps-learning", type=float, default=None,
                    help="model error: pairs collide wrongly with p_e = 1/2 - eps_learning")
@@ -282,75 +330,108 @@ def _add_ser(sub) -> None:
     p.set_defaults(func=_cmd_ser)
 
 
+def _refuse_together(args, mode: str, options: dict[str, str]) -> None:
+    """One-line refusal of options given with a mode that does not use them."""
+    given = [flag for flag, attr in options.items() if getattr(args, attr) is not None]
+    if given:
+        verb = "does" if len(given) == 1 else "do"
+        raise ArgumentError(f"{' and '.join(given)} {verb} not apply to {mode}")
+
+
 def _cmd_steps(args) -> int:
     if args.interval is not None:
-        from .theory.interval import c9_max_constant, min_steps_for_ser, min_steps_lower_bound
-
-        if args.ser is None:
-            raise ArgumentError("--interval needs --ser TARGET")
-        p_e = _p_e(args)
-        n = min_steps_for_ser(args.interval, args.length, args.ser, p_e=p_e,
-                              family=args.schedule)
-        floor = min_steps_lower_bound(args.interval, args.length, args.ser, p_e=p_e)
-        data = {"steps": n, "steps_per_length": n / args.length, "interval": args.interval,
-                "length": args.length, "ser_target": args.ser, "p_e": p_e,
-                "lower_bound_steps": floor}
-        if args.interval == 5:
-            data["theorem_4_4_max_C"] = c9_max_constant(p_e=max(p_e, 1e-12))
-        if args.json:
-            _print_json(data)
-            return 0
-        print(f"smallest N with exact SER <= {args.ser:g} (Example C.7, l = {args.interval}, "
-              f"L = {args.length}, {args.schedule}): N = {n}  (N/L = {n / args.length:.4g})")
-        print(f"Lemma C.6 / Theorem 4.4: no schedule reaches it with fewer than N = {floor} "
-              f"steps (N/L = {floor / args.length:.4g})")
-        if "theorem_4_4_max_C" in data:
-            print(f"Theorem 4.4: SER >= 1/2 whenever N <= C L with C <= "
-                  f"{data['theorem_4_4_max_C']:.4g} (large L)")
-        return 0
+        return _steps_interval(args)
     if args.language is None and args.preset is None:
         raise ArgumentError("give --interval (Example C.7) or --language/--preset with "
-                         "--kl-per-token")
+                            "--kl-per-token")
+    _refuse_together(args, "--language/--preset (Jensen-bound search)",
+                     {"--ser": "ser", "--eps-learning": "eps_learning"})
     if args.kl_per_token is None:
-        raise ArgumentError("--language needs --kl-per-token X")
+        raise ArgumentError("--language/--preset needs --kl-per-token X")
+    target = args.kl_per_token
+    if not (math.isfinite(target) and target >= 0):
+        raise ArgumentError(f"--kl-per-token must be a finite number >= 0, got {target}")
+    from tqdm.auto import tqdm
+
     from .metrics import jensen_bound
 
     lang = _language(args)
-    target = args.kl_per_token
-
-    def estimate(n: int):
-        return jensen_bound(lang, Schedule.named(args.schedule, n), args.length, args.samples,
-                            None, args.seed)
-
+    samples = 200 if args.samples is None else args.samples
+    seed = 0 if args.seed is None else args.seed
     limit = args.length * 64
-    hi = first_true(lambda n: estimate(n).high / args.length <= target, limit)
+    found: dict[int, object] = {}
+    # first_true: at most 2 log2(limit) + 1 evaluations, each a Monte-Carlo Jensen bound
+    with tqdm(total=2 * limit.bit_length() + 1, desc="steps search", unit="N",
+              file=sys.stderr, leave=False) as bar:
+        def reached(n: int) -> bool:
+            bar.set_postfix(N=n)
+            found[n] = jensen_bound(lang, Schedule.named(args.schedule, n), args.length,
+                                    samples, None, seed)
+            bar.update()
+            return found[n].high / args.length <= target
+
+        hi = first_true(reached, limit)
     if hi is None:
         raise ArgumentError(f"--kl-per-token {target} not reached with {limit} steps")
-    est = estimate(hi)
+    est = found[hi]
     data = {"steps": hi, "jensen_bound_per_token": est.value / args.length,
             "upper_95": est.high / args.length, "target": target, "length": args.length}
     if args.json:
         _print_json(data)
         return 0
     print(f"smallest N whose Jensen bound per token (95% upper end, Monte-Carlo with "
-          f"{args.samples} samples) is <= {target:g}: N = {hi} "
+          f"{samples} samples) is <= {target:g}: N = {hi} "
           f"(estimate {est.value / args.length:.4g} nats/token)")
+    return 0
+
+
+def _steps_interval(args) -> int:
+    from .theory.interval import c9_max_constant, min_steps_for_ser, min_steps_lower_bound
+
+    _refuse_together(args, "--interval (Example C.7)", {
+        "--language": "language", "--preset": "preset", "--threshold": "threshold",
+        "--language-seed": "language_seed", "--kl-per-token": "kl_per_token",
+        "--samples": "samples", "--seed": "seed"})
+    if args.ser is None:
+        raise ArgumentError("--interval needs --ser TARGET")
+    p_e = _p_e(args)
+    n = min_steps_for_ser(args.interval, args.length, args.ser, p_e=p_e, family=args.schedule)
+    floor = min_steps_lower_bound(args.interval, args.length, args.ser, p_e=p_e)
+    data = {"steps": n, "steps_per_length": n / args.length, "interval": args.interval,
+            "length": args.length, "ser_target": args.ser, "p_e": p_e,
+            "lower_bound_steps": floor}
+    if args.interval == 5:
+        data["theorem_4_4_max_C"] = c9_max_constant(p_e=max(p_e, 1e-12))
+    if args.json:
+        _print_json(data)
+        return 0
+    print(f"smallest N with exact SER <= {args.ser:g} (Example C.7, l = {args.interval}, "
+          f"L = {args.length}, {args.schedule}): N = {n}  (N/L = {n / args.length:.4g})")
+    print(f"Lemma C.6 / Theorem 4.4: no schedule reaches it with fewer than N = {floor} "
+          f"steps (N/L = {floor / args.length:.4g})")
+    if "theorem_4_4_max_C" in data:
+        print(f"Theorem 4.4: SER >= 1/2 whenever N <= C L with C <= "
+              f"{data['theorem_4_4_max_C']:.4g} (large L)")
     return 0
 
 
 def _add_steps(sub) -> None:
     p = sub.add_parser("steps", help="smallest number of steps for a target",
                        description="Smallest N reaching an exact SER target on Example C.7, or a "
-                                   "Jensen-bound KL per token on a language.")
-    p.add_argument("--interval", type=int, help="Example C.7 interval length l")
-    p.add_argument("--ser", type=float, help="target SER")
+                                   "Jensen-bound KL per token on a language (a progress bar on "
+                                   "stderr follows that search).")
+    p.add_argument("--interval", type=_count(1), help="Example C.7 interval length l")
+    p.add_argument("--ser", type=float, help="with --interval: target SER")
     _add_language_source(p, required=False)
-    p.add_argument("--kl-per-token", type=float, help="target Jensen bound per token (nats)")
-    p.add_argument("--length", type=int, required=True)
+    p.add_argument("--kl-per-token", type=float,
+                   help="with --language/--preset: target Jensen bound per token (nats)")
+    p.add_argument("--length", type=_count(1), required=True)
     p.add_argument("--schedule", default="linear", help=f"family: {SCHEDULE_HELP}")
-    p.add_argument("--eps-learning", type=float, default=None)
-    p.add_argument("--samples", type=int, default=200, help="Monte-Carlo samples (language)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eps-learning", type=float, default=None, help="with --interval")
+    p.add_argument("--samples", type=_count(2), default=None,
+                   help="with --language/--preset: Monte-Carlo samples (default 200)")
+    p.add_argument("--seed", type=_count(0), default=None,
+                   help="with --language/--preset: seed (default 0)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_steps)
 
@@ -362,14 +443,19 @@ def _cmd_bound(args) -> int:
     from .theory.ngram import min_length, ter_bound
 
     which = {"paper": "A", "adaptive": "B"}[args.schedule]
-    sched = (Schedule.paper_ngram(args.n, args.eps) if which == "A"
-             else Schedule.adaptive_ngram(args.n, args.eps))
+    # everything cheap and every argument first; the schedule (refused above the memory budget)
+    # and the Monte Carlo last
     l0 = min_length(args.n, args.eps)
     length = args.length
     if length is not None and length < l0:
-        raise ArgumentError(f"--length must be >= the minimum length L_0 = {l0} of Lemma B.12, "
-                         f"got {length}")
+        raise ArgumentError(f"--length must be >= the minimum length L_0 = {format_count(l0)} "
+                            f"of Lemma B.12, got {length}")
+    at = length or l0
     bound = ter_bound(args.n, args.eps, args.vocab, args.eps_learning)
+    if args.verify:
+        _check_verify_size(args, at)
+    sched = (Schedule.paper_ngram(args.n, args.eps) if which == "A"
+             else Schedule.adaptive_ngram(args.n, args.eps))
     bits = bound.gap / math.log(2)
     data = {
         "n": args.n, "eps": args.eps, "vocab": args.vocab, "schedule": args.schedule,
@@ -379,10 +465,10 @@ def _cmd_bound(args) -> int:
         "eps_learning": args.eps_learning,
         "masses": [{"mass": m, "count": c} for m, c in sched.runs()],
         "alphas": sched.alphas.tolist() if args.json else None,
-        "expected_nfe": sched.expected_nfe(length or l0),
+        "expected_nfe": sched.expected_nfe(at),
     }
     if args.verify:
-        data["verify"] = _verify_bound(args, sched, length or l0)
+        data["verify"] = _verify_bound(args, sched, at)
     if args.json:
         _print_json(data)
         return 0
@@ -390,11 +476,11 @@ def _cmd_bound(args) -> int:
     print(f"Lemma B.12 / Theorem 4.2 for n = {args.n}, eps = {args.eps:g}, |V| = {args.vocab}")
     print(f"  schedule        {label}")
     print(f"  steps N         {sched.num_steps}")
-    runs = ", ".join(f"{c} x {m:.6g}" for m, c in sched.runs()[:6])
-    more = " ..." if len(sched.runs()) > 6 else ""
-    print(f"  masses p^(k)    {runs}{more}")
+    runs = sched.runs()
+    more = " ..." if len(runs) > 6 else ""
+    print(f"  masses p^(k)    {', '.join(f'{c} x {m:.6g}' for m, c in runs[:6])}{more}")
     print(f"  min length L_0  {l0}")
-    print(f"  expected NFE    {data['expected_nfe']:.1f} at L = {length or l0} (ddpm_cache)")
+    print(f"  expected NFE    {data['expected_nfe']:.1f} at L = {at} (ddpm_cache)")
     print(f"  TER guarantee   log TER(p) - log TER(q) <= {bound.gap:.6g} nats "
           f"= {bits:.6g} bits per token (eps_learning = {args.eps_learning:g})")
     if args.verify:
@@ -402,25 +488,43 @@ def _cmd_bound(args) -> int:
         print(f"  verify at L = {v['length']} ({v['language']}, {v['samples']} instances):")
         print(f"    dependency excess / L     {v['excess_per_token']}   (bound 4 eps = "
               f"{4 * args.eps:g})")
-        print(f"    Jensen KL bound / L       {v['jensen_per_token']} nats   (guarantee "
-              f"{bound.gap:.6g})")
+        jensen = (f"{v['jensen_per_token']} nats" if "jensen_per_token" in v
+                  else "n/a (no Table 1 preset of this order)")
+        print(f"    Jensen KL bound / L       {jensen}   (guarantee {bound.gap:.6g})")
     return 0
+
+
+def _verify_language(args):
+    name = f"{args.n}-gram"
+    return name, (preset(name) if name in PRESETS else None)
+
+
+def _check_verify_size(args, length: int) -> None:
+    """``--verify``'s memory, estimated before the schedule is built or anything is drawn."""
+    from .theory.ngram import BYTES_PER_DRAWN_POSITION, DRAW_BUDGET
+
+    rows = max(1, min(args.samples, DRAW_BUDGET // length))
+    check_memory(f"--verify's dependency counts at L = {format_count(length)}",
+                 int_times(length, float(rows * BYTES_PER_DRAWN_POSITION)),
+                 argument="--length")
+    _, lang = _verify_language(args)
+    if lang is not None:
+        # as jensen_bound counts it: draws, steps, a state and the (samples, L, V) outputs
+        check_memory(f"--verify's Jensen bound at L = {format_count(length)} with "
+                     f"{args.samples} samples",
+                     int_times(length, 8.0 * args.samples * (2 * lang.vocab_size + 6)),
+                     argument="--samples or --length")
 
 
 def _verify_bound(args, sched: Schedule, length: int) -> dict:
     from .metrics import jensen_bound
     from .theory.ngram import excess_monte_carlo
 
-    name = f"{args.n}-gram"
-    lang = preset(name) if name in PRESETS else None
+    name, lang = _verify_language(args)
     excess = excess_monte_carlo(sched, length, args.n, num_samples=args.samples, seed=args.seed)
     out = {"length": length, "samples": args.samples, "excess_per_token": excess,
            "language": name if lang else "none (no Table 1 preset of this order)"}
     if lang is not None:
-        if 8.0 * args.samples * length * lang.num_contexts > 4 * 2**30:
-            raise ArgumentError(f"--verify at L = {length} with {args.samples} "
-                                f"samples is too large "
-                             "for the Jensen-bound estimate; lower --samples or --length")
         jb = jensen_bound(lang, sched, length, args.samples, None, args.seed)
         out["jensen_per_token"] = jb.scaled(1 / length)
     return out
@@ -430,18 +534,19 @@ def _add_bound(sub) -> None:
     p = sub.add_parser("bound", help="Lemma B.12 schedule and Theorem 4.2 TER guarantee",
                        description="Construct the Lemma B.12 schedule for an n-gram language and "
                                    "print its steps, minimum length and the TER guarantee.")
-    p.add_argument("--n", type=int, required=True, help="n-gram order (>= 2)")
+    p.add_argument("--n", type=_count(2), required=True, help="n-gram order (>= 2)")
     p.add_argument("--eps", type=float, required=True, help="epsilon in (0, 1)")
-    p.add_argument("--vocab", type=int, default=8, help="vocabulary size |V| (default 8)")
+    p.add_argument("--vocab", type=_count(1), default=8, help="vocabulary size |V| (default 8)")
     p.add_argument("--schedule", choices=("paper", "adaptive"), default="paper",
                    help="paper = Schedule A (default), adaptive = Schedule B")
-    p.add_argument("--length", type=int, default=None, help="sequence length (>= L_0)")
+    p.add_argument("--length", type=_count(1), default=None, help="sequence length (>= L_0)")
     p.add_argument("--eps-learning", type=float, default=0.0,
                    help="Assumption 4.1's learning error in nats (default 0)")
     p.add_argument("--verify", action="store_true",
                    help="Monte-Carlo the excess and the Jensen KL bound on a Table 1 n-gram")
-    p.add_argument("--samples", type=int, default=4, help="instances for --verify")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--samples", type=_count(2), default=None,
+                   help="instances for --verify (default 4)")
+    p.add_argument("--seed", type=_count(0), default=0)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_bound)
 
@@ -484,7 +589,7 @@ def _add_verify(sub) -> None:
                        description="Run every lemma and theorem's check on a fixed battery of "
                                    "languages; exit 1 if a statement expected to hold fails.")
     p.add_argument("--quick", action="store_true", help="smaller battery (< 1 minute)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_count(0), default=0)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_verify)
 
@@ -499,8 +604,13 @@ def _check_bound_args(args) -> None:
         raise ArgumentError(f"--eps must lie in (0, 1), got {args.eps}")
     if args.vocab < 1:
         raise ArgumentError(f"--vocab must be >= 1, got {args.vocab}")
-    if args.eps_learning < 0:
-        raise ArgumentError(f"--eps-learning must be >= 0, got {args.eps_learning}")
+    if not (math.isfinite(args.eps_learning) and args.eps_learning >= 0):
+        raise ArgumentError(f"--eps-learning must be a finite number >= 0, got "
+                            f"{args.eps_learning}")
+    if args.samples is not None and not args.verify:
+        raise ArgumentError("--samples applies to --verify only")
+    if args.samples is None:
+        args.samples = 4
 
 
 TORCH_VERBS = {
@@ -509,6 +619,23 @@ TORCH_VERBS = {
     "evaluate": ("measure a trained run against the exact language (torch extra)",
                  "add_evaluate_arguments", "run_evaluate"),
 }
+
+
+OPTIONAL_EXTRAS = {"torch": "pip install 'mdm_exact[torch]'",
+                   "dask": "pip install 'dask[distributed]'",
+                   "distributed": "pip install 'dask[distributed]'"}
+"""Optional dependencies whose absence is a one-line hint rather than a traceback."""
+
+EXIT_USAGE, EXIT_OUTPUT, EXIT_INTERRUPTED = 2, 1, 130
+
+
+class _UsageError(Exception):
+    """An argparse error, raised instead of argparse's exit so that ``main`` prints one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        raise _UsageError(f"{message} (see {self.prog} --help)")
 
 
 def _raiser(err: Exception):
@@ -542,17 +669,37 @@ def _add_figure(sub) -> None:
     add_figure_arguments(p)
 
 
+MAX_MEMORY_HELP = (f"memory budget of every computation, e.g. 8GiB (default 2GiB or "
+                   f"${MEMORY_ENV}); allowed before or after the command")
+
+
+def _verb(argv: Sequence[str]) -> str | None:
+    """The command word of ``argv``: the first word that is neither an option nor the value of
+    ``--max-memory``."""
+    skip = False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word == "--max-memory":
+            skip = True
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
 def build_parser(argv: Sequence[str] | None = None, *, full: bool = False
                  ) -> argparse.ArgumentParser:
     """The argparse parser; ``argv`` tells which verb will run (torch verbs are filled lazily),
     ``full=True`` fills every verb."""
-    command = next((a for a in (argv or []) if not a.startswith("-")), None)
-    parser = argparse.ArgumentParser(
+    command = _verb(argv or [])
+    parser = _Parser(
         prog="mdm-exact",
         description="Exact ground truth for masked diffusion language models (Feng et al., "
                     "arXiv 2502.09622).",
     )
     parser.add_argument("--version", action="version", version=f"mdm-exact {__version__}")
+    parser.add_argument("--max-memory", type=_size, default=None, metavar="SIZE",
+                        help=MAX_MEMORY_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_language(sub)
     _add_exact(sub)
@@ -563,22 +710,174 @@ def build_parser(argv: Sequence[str] | None = None, *, full: bool = False
     _add_verify(sub)
     _add_figure(sub)
     _add_torch_verbs(sub, command, full)
+    for verb in sub.choices.values():
+        # SUPPRESS: a verb without the option leaves the value given before the verb alone.
+        verb.add_argument("--max-memory", type=_size, default=argparse.SUPPRESS, metavar="SIZE",
+                          help=MAX_MEMORY_HELP)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``mdm-exact`` with ``argv`` (default: sys.argv); returns the exit status."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(argv)
-    args = parser.parse_args(argv)
+def _error(message: str) -> None:
+    print(f"mdm-exact: error: {message}", file=sys.stderr, flush=True)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _interrupted(err: BaseException) -> bool:
+    """Whether ``err`` is Ctrl-C, possibly wrapped: numba turns a KeyboardInterrupt raised
+    inside compiled code into ``SystemError: ... returned a result with an exception set``."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, KeyboardInterrupt):
+            return True
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def _entered_from_compiled_code(frame) -> bool:
+    """Whether ``frame`` is numba's Python code called directly from compiled code (numba frame,
+    non-numba caller), e.g. ``_numba_unpickle`` inside a kernel: an exception raised there is
+    not checked by the compiled caller and crashes the process."""
+    numba = sys.modules.get("numba")
+    if frame is None or numba is None or frame.f_back is None:
+        return False
+    root = os.path.dirname(numba.__file__) + os.sep
+    return (frame.f_code.co_filename.startswith(root)
+            and not frame.f_back.f_code.co_filename.startswith(root))
+
+
+class _InterruptGuard:
+    """SIGINT handler of a command: KeyboardInterrupt, except inside a numba kernel's call back
+    into Python, where it is re-posted 50 ms later (by then the kernel has usually returned);
+    at most one re-post is pending, and none fires after the command ends."""
+
+    def __init__(self):
+        import threading
+
+        self.active = False
+        self.pending = False
+        self.lock = threading.Lock()
+
+    def handle(self, signum, frame) -> None:
+        if not _entered_from_compiled_code(frame):
+            raise KeyboardInterrupt
+        if not self.pending:
+            import threading
+
+            self.pending = True
+            timer = threading.Timer(0.05, self._repost)
+            timer.daemon = True
+            timer.start()
+
+    def _repost(self) -> None:
+        import _thread
+
+        with self.lock:  # no re-post once the command has ended (see ``installed``)
+            self.pending = False
+            if self.active:
+                _thread.interrupt_main()
+
+    @contextlib.contextmanager
+    def installed(self):
+        """The handler for the block (main thread only; the default one restored after)."""
+        import threading
+
+        if (threading.current_thread() is not threading.main_thread()
+                or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+            yield
+            return
+        self.active = True
+        signal.signal(signal.SIGINT, self.handle)
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.active = False
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _interrupted_exit() -> int:
+    """Report Ctrl-C and return 130. CPython remembers a KeyboardInterrupt that escaped code run
+    through ``PyRun_*`` (as happens inside numba's machinery) and ``python -m`` would then die by
+    SIGINT after returning; running an empty string through the public ``PyRun_SimpleString``
+    clears that flag."""
+    print("mdm-exact: interrupted", file=sys.stderr, flush=True)
+    try:
+        import ctypes
+
+        ctypes.pythonapi.PyRun_SimpleString(b"")
+    except (ImportError, AttributeError, OSError):
+        pass
+    return EXIT_INTERRUPTED
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's final flush of the unwritable
+    stream raises nothing (the Python documentation's recipe for SIGPIPE)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def _run(argv: list[str]) -> int:
+    args = build_parser(argv).parse_args(argv)
+    saved = os.environ.get(MEMORY_ENV)
+    if args.max_memory is not None:
+        os.environ[MEMORY_ENV] = repr(args.max_memory)
     try:
         if args.command == "bound":
             _check_bound_args(args)
-        return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError, ImportError) as err:
-        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
-        print(f"mdm-exact: error: {msg}", file=sys.stderr)
-        return 2
+        with _InterruptGuard().installed():
+            status = int(args.func(args) or 0)
+        sys.stdout.flush()
+        return status
+    finally:
+        if saved is None:
+            os.environ.pop(MEMORY_ENV, None)
+        else:
+            os.environ[MEMORY_ENV] = saved
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``mdm-exact`` with ``argv`` (default: sys.argv); returns the exit status.
+
+    Only the library's refusals (``MdmExactError``), argparse errors and a missing optional
+    extra become one-line errors (status 2); any other exception is a bug and propagates."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _run(argv)
+    except (_UsageError, MdmExactError) as err:
+        _error(_first_line(err))
+        return EXIT_USAGE
+    except ImportError as err:
+        if err.name not in OPTIONAL_EXTRAS:
+            raise
+        _error(f"this command needs the optional dependency {err.name!r}: "
+               f"{OPTIONAL_EXTRAS[err.name]}")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return _interrupted_exit()
+    except SystemError as err:
+        if not _interrupted(err):
+            raise
+        return _interrupted_exit()
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_OUTPUT
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise
+        _silence_stdout()
+        _error(f"cannot write the output: {os.strerror(err.errno)}")
+        return EXIT_OUTPUT
 
 
 if __name__ == "__main__":

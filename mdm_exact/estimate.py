@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -67,8 +68,26 @@ def exact(value: float) -> Estimate:
     return Estimate(v, v, v, "exact")
 
 
-def mean_interval(values, confidence: float = 0.95) -> Estimate:
-    """Sample mean of ``values`` (n,) with Student-t interval ``mean ± t * sd / sqrt(n)``."""
+def check_confidence(confidence) -> float:
+    """``confidence`` as a float in the open interval (0, 1), else a one-line refusal."""
+    if isinstance(confidence, bool) or not isinstance(confidence, int | float | np.number) \
+            or not 0 < confidence < 1:
+        raise ArgumentError(f"confidence must lie in (0, 1), got {confidence!r}")
+    return float(confidence)
+
+
+def mean_interval(values, confidence: float = 0.95,
+                  domain: tuple[float, float] = (-math.inf, math.inf)) -> Estimate:
+    """Sample mean of ``values`` (n,) with Student-t interval ``mean ± t * sd / sqrt(n)``.
+
+    ``domain = (lo, hi)``: the range the estimated quantity is known to lie in (e.g. (0, inf)
+    for a KL); the value and both ends of the interval are clipped to it, since the true value
+    is in it whatever the sample says.
+    """
+    confidence = check_confidence(confidence)
+    lo, hi = (float(d) for d in domain)
+    if not lo <= hi:
+        raise ArgumentError(f"domain must be (lo, hi) with lo <= hi, got {domain!r}")
     v = np.asarray(values, dtype=np.float64).ravel()
     n = v.size
     if n < 2:
@@ -77,11 +96,17 @@ def mean_interval(values, confidence: float = 0.95) -> Estimate:
 
     mean = float(v.mean())
     half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * v.std(ddof=1) / np.sqrt(n))
-    return Estimate(mean, mean - half, mean + half, "monte-carlo t", confidence, n)
+
+    def clip(x: float) -> float:
+        return min(max(x, lo), hi)
+
+    return Estimate(clip(mean), clip(mean - half), clip(mean + half), "monte-carlo t",
+                    confidence, n)
 
 
 def wilson_interval(successes: int, trials: int, confidence: float = 0.95) -> Estimate:
-    """Proportion ``successes / trials`` with the Wilson score interval."""
+    """Proportion ``successes / trials`` with the Wilson score interval (within [0, 1])."""
+    confidence = check_confidence(confidence)
     if trials < 1:
         raise ArgumentError(f"trials must be >= 1, got {trials}")
     if not 0 <= successes <= trials:

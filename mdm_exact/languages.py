@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import zipfile
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,8 +35,8 @@ from ._utils import (
     check_probabilities,
     table_bytes,
 )
-from .errors import ArgumentError, MissingFileError
-from .estimate import Estimate, exact, mean_interval
+from .errors import ArgumentError, ArgumentTypeError, MissingFileError
+from .estimate import Estimate, check_confidence, exact, mean_interval
 
 ENUMERATION_MAX_BYTES = 2**28
 """Size up to which ``HMM.entropy`` enumerates the joint instead of sampling."""
@@ -92,9 +93,29 @@ class Language(ABC):
 
 
 def _common_metadata(metadata) -> dict[str, Any]:
-    meta = dict(metadata or {})
-    json.dumps(meta)
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict):
+        raise ArgumentTypeError(
+            f"metadata must be a JSON object (dict), got {type(metadata).__name__}")
+    meta = dict(metadata)
+    try:
+        json.dumps(meta)
+    except (TypeError, ValueError) as err:
+        raise ArgumentTypeError(f"metadata must be JSON serialisable: {err}") from None
     return meta
+
+
+def _sample_bytes(num: int, length: int, row_floats: int) -> float:
+    """Peak of drawing ``num`` sequences of ``length`` tokens: the int64 output plus the float
+    work of one step (``row_floats`` per sequence, counted three times for the cumulative sum
+    and the draw of ``categorical``)."""
+    return 8.0 * num * length + 24.0 * num * row_floats
+
+
+def _check_sample_size(kind: str, num: int, length: int, row_floats: int) -> None:
+    check_memory(f"{kind}.sample(num={num}, length={length})",
+                 _sample_bytes(num, length, row_floats), argument="num or length")
 
 
 @dataclass(frozen=True, eq=False)
@@ -135,6 +156,7 @@ class HMM(Language):
     def sample(self, num: int, length: int, rng=None) -> np.ndarray:
         num = check_positive_int("num", num, 0)
         length = self._check_length(length)
+        _check_sample_size("HMM", num, length, self.num_states + self.vocab_size)
         gen = as_rng(rng)
         out = np.empty((num, length), dtype=np.int64)
         state = categorical(gen, np.broadcast_to(self.initial, (num, self.num_states)))
@@ -159,14 +181,19 @@ class HMM(Language):
         self, length: int, *, num_samples: int = 20000, seed=None, confidence: float = 0.95
     ) -> Estimate:
         """H(q) in nats: exact by enumeration when V^length * K floats fit in 256 MiB, else a
-        Monte-Carlo mean of -log q(x) over ``num_samples`` draws with a t interval."""
+        Monte-Carlo mean of -log q(x) over ``num_samples`` draws with a t interval (clipped to
+        H >= 0); the draws are size-checked against the memory budget first."""
         length = self._check_length(length)
+        num_samples = check_positive_int("num_samples", num_samples, 2)
+        confidence = check_confidence(confidence)
         if table_bytes(self.vocab_size, length, 8.0 * self.num_states) <= ENUMERATION_MAX_BYTES:
-            p = self.joint(length).ravel()
-            p = p[p > 0]
-            return exact(-(p * np.log(p)).sum())
+            return exact(_entropy_of(self.joint(length).ravel()))
+        check_memory(
+            f"HMM.entropy(length={length}) by Monte Carlo over num_samples={num_samples} draws",
+            _sample_bytes(num_samples, length, self.num_states + self.vocab_size)
+            + 8.0 * num_samples, argument="num_samples")
         x = self.sample(num_samples, length, seed)
-        return mean_interval(-self.log_prob(x), confidence)
+        return mean_interval(-self.log_prob(x), confidence, domain=(0.0, math.inf))
 
     def as_hmm(self) -> HMM:
         return self
@@ -200,7 +227,7 @@ class NGram(Language):
 
     def __post_init__(self):
         order = check_positive_int("order", self.order, 2)
-        transition = np.asarray(self.transition, dtype=np.float64)
+        transition = check_probabilities("transition", self.transition)
         if transition.ndim != order or len(set(transition.shape)) != 1:
             raise ArgumentError(
                 f"transition must have shape (V,)*order = (V,)*{order}, got {transition.shape}"
@@ -210,7 +237,7 @@ class NGram(Language):
         object.__setattr__(
             self, "transition", check_probabilities("transition", transition, (v,) * order)
         )
-        initial = np.asarray(self.initial, dtype=np.float64)
+        initial = _real_array("initial", self.initial)
         if initial.shape != (v,) * (order - 1):
             raise ArgumentError(
                 f"initial must have shape (V,)*(order-1) = {(v,) * (order - 1)}, "
@@ -235,6 +262,8 @@ class NGram(Language):
     def sample(self, num: int, length: int, rng=None) -> np.ndarray:
         num = check_positive_int("num", num, 0)
         length = self._check_length(length)
+        _check_sample_size("NGram", num, max(length, self.order - 1),
+                           max(self.vocab_size, self.num_contexts))
         gen = as_rng(rng)
         v, c = self.vocab_size, self.order - 1
         start = categorical(gen, np.broadcast_to(self.initial.ravel(), (num, v**c)))
@@ -275,9 +304,13 @@ class NGram(Language):
             mu = (mu[:, None] * flat).reshape(v, v**c).sum(axis=0)
         return out
 
-    def entropy(self, length: int, **_ignored) -> Estimate:
-        """Exact H(q) in nats by the chain rule, O(length * V^n)."""
+    def entropy(
+        self, length: int, *, num_samples: int = 20000, seed=None, confidence: float = 0.95
+    ) -> Estimate:
+        """Exact H(q) in nats by the chain rule, O(length * V^n). The keywords are those of
+        ``HMM.entropy`` (checked, then ignored: the value is exact)."""
         length = self._check_length(length)
+        _check_entropy_keywords(num_samples, confidence)
         c = self.order - 1
         init = self.initial
         if length < c:
@@ -315,7 +348,28 @@ class NGram(Language):
 
 def _entropy_of(p: np.ndarray) -> float:
     p = p[p > 0]
-    return float(-(p * np.log(p)).sum())
+    return max(0.0, float(-(p * np.log(p)).sum()))
+
+
+def _check_entropy_keywords(num_samples, confidence) -> None:
+    """The Monte-Carlo keywords of ``HMM.entropy``, validated where an exact entropy ignores
+    them (so a call that works for one language works for every language)."""
+    check_positive_int("num_samples", num_samples, 2)
+    check_confidence(confidence)
+
+
+def _real_array(name: str, value) -> np.ndarray:
+    """``value`` as a float64 array, refusing what is not a rectangular array of real numbers
+    (bool, complex, strings and objects are never coerced)."""
+    try:
+        raw = np.asarray(value)
+    except (ValueError, TypeError):
+        raise ArgumentError(f"{name} must be a rectangular array of numbers (ragged rows?)")\
+            from None
+    if raw.dtype == bool or not (np.issubdtype(raw.dtype, np.integer)
+                                 or np.issubdtype(raw.dtype, np.floating)):
+        raise ArgumentTypeError(f"{name} must hold real numbers, got dtype {raw.dtype}")
+    return raw.astype(np.float64)
 
 
 @dataclass(frozen=True, eq=False)
@@ -380,6 +434,10 @@ class IntervalParity(Language):
     def sample(self, num: int, length: int, rng=None) -> np.ndarray:
         num = check_positive_int("num", num, 0)
         length = self._check_length(length)
+        # The int64 pair bits (num, length / l, l(l-1)/2) and the token work (num, length).
+        check_memory(f"IntervalParity.sample(num={num}, length={length})",
+                     4.0 * num * length * (self.interval - 1) + 24.0 * num * length,
+                     argument="num or length")
         gen = as_rng(rng)
         bits = gen.integers(0, 2, size=(num, length // self.interval, self.num_pairs))
         return self.tokens_from_pair_bits(bits).reshape(num, length)
@@ -395,9 +453,13 @@ class IntervalParity(Language):
             out = np.multiply.outer(out, block)
         return out
 
-    def entropy(self, length: int, **_ignored) -> Estimate:
-        """Exact: (length / l) * l(l-1)/2 * log 2 nats."""
+    def entropy(
+        self, length: int, *, num_samples: int = 20000, seed=None, confidence: float = 0.95
+    ) -> Estimate:
+        """Exact: (length / l) * l(l-1)/2 * log 2 nats. The keywords are those of
+        ``HMM.entropy`` (checked, then ignored: the value is exact)."""
         length = self._check_length(length)
+        _check_entropy_keywords(num_samples, confidence)
         return exact(length // self.interval * self.num_pairs * math.log(2))
 
     def as_hmm(self) -> HMM:
@@ -593,8 +655,34 @@ def preset(name: str, *, threshold: float | None = None, seed=0) -> Language:
 # ------------------------------------------------------------------------------------ files
 
 
+def _json_numbers(name: str, value) -> np.ndarray:
+    """A nested JSON list of numbers as a float64 array; bools (which numpy would read as 0 and
+    1) and every other non-number leaf are refused, naming ``name``."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, bool) or not isinstance(item, int | float | np.number):
+            raise ArgumentTypeError(
+                f"{name} must be a nested list of numbers, got an entry {item!r}")
+    return _real_array(name, value)
+
+
+def _integer_field(name: str, value) -> int:
+    """An integer field (``order``, ``interval``) of a file: a JSON integer or an integer 0-d
+    array, never a float, string or bool rounded or parsed into one."""
+    if isinstance(value, np.ndarray):
+        if value.ndim != 0 or value.dtype == bool or not np.issubdtype(value.dtype, np.integer):
+            raise ArgumentTypeError(f"{name} must be an integer, got {value!r}")
+        value = value.item()
+    return check_positive_int(name, value, 2)
+
+
 def language_from_dict(data: dict[str, Any]) -> Language:
-    """Inverse of ``Language.to_dict`` (the JSON schema)."""
+    """Inverse of ``Language.to_dict`` (the JSON schema); nothing is coerced: ``order`` and
+    ``interval`` must be integers, tables nested lists (or arrays) of real numbers, ``metadata``
+    an object."""
     if not isinstance(data, dict) or "kind" not in data:
         raise ArgumentError("a language description must be a mapping with a 'kind' key")
     kind = data["kind"]
@@ -603,20 +691,23 @@ def language_from_dict(data: dict[str, Any]) -> Language:
         "hmm": ("initial", "transition", "emission"),
         "interval_parity": ("interval",),
     }
-    if kind not in required:
+    if not isinstance(kind, str) or kind not in required:
         raise ArgumentError(f"kind must be one of {sorted(required)}, got {kind!r}")
     missing = [key for key in required[kind] if key not in data]
     if missing:
         raise ArgumentError(f"a {kind!r} language needs the key(s) {missing}")
-    meta = data.get("metadata") or {}
+    meta = data.get("metadata")
+
+    def table(key):
+        value = data[key]
+        return value if isinstance(value, np.ndarray) else _json_numbers(key, value)
+
     if kind == "ngram":
-        return NGram(int(data["order"]), np.asarray(data["initial"], dtype=float),
-                     np.asarray(data["transition"], dtype=float), meta)
+        return NGram(_integer_field("order", data["order"]), table("initial"),
+                     table("transition"), meta)
     if kind == "hmm":
-        return HMM(np.asarray(data["initial"], dtype=float),
-                   np.asarray(data["transition"], dtype=float),
-                   np.asarray(data["emission"], dtype=float), meta)
-    return IntervalParity(int(data["interval"]), meta)
+        return HMM(table("initial"), table("transition"), table("emission"), meta)
+    return IntervalParity(_integer_field("interval", data["interval"]), meta)
 
 
 def save_language(language: Language, path: str | Path) -> None:
@@ -633,25 +724,58 @@ def save_language(language: Language, path: str | Path) -> None:
         raise ArgumentError(f"path must end in .json or .npz, got {str(path)!r}")
 
 
+def _npz_bytes(path: Path) -> float:
+    """Bytes the arrays of the ``.npz`` at ``path`` take once decompressed, read from the
+    ``.npy`` headers without decompressing anything."""
+    total = 0.0
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            with archive.open(info) as member:
+                version = np.lib.format.read_magic(member)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+                else:
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+            total += float(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+    return total
+
+
 def load_language(path: str | Path) -> Language:
-    """Read a language written by ``save_language`` (JSON or ``.npz``, no pickle)."""
+    """Read a language written by ``save_language`` (JSON or ``.npz``, no pickle).
+
+    A ``.npz`` is size-checked from its array headers against the memory budget before
+    anything is decompressed; files that are empty, truncated, not of the format, nested deeper
+    than the parser allows or that describe an invalid language are refused naming the path."""
     path = Path(path)
     if not path.exists():
         raise MissingFileError(f"no language file at {str(path)!r}")
+    if path.is_dir():
+        raise ArgumentError(f"path must be a language file, got the directory {str(path)!r}")
     if path.suffix == ".json":
         try:
             data = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ArgumentError(f"{str(path)!r} is not valid JSON: {err}") from None
+        except RecursionError:
+            raise ArgumentError(f"{str(path)!r} is nested too deeply to be a language") from None
     elif path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as npz:
-            data = {k: npz[k] for k in npz.files}
+        try:
+            check_memory(f"loading {str(path)!r}", _npz_bytes(path), argument="the file")
+            with np.load(path, allow_pickle=False) as npz:
+                data = {k: npz[k] for k in npz.files}
+        except (OSError, EOFError, ValueError, zipfile.BadZipFile) as err:
+            if isinstance(err, ArgumentError):
+                raise
+            raise ArgumentError(f"{str(path)!r} is not a readable .npz language file: "
+                                f"{type(err).__name__}: {err}") from None
         if "kind" in data:
             data["kind"] = str(data["kind"])
-        data["metadata"] = json.loads(str(data.get("metadata", "{}")))
-        for key in ("order", "interval"):
-            if key in data:
-                data[key] = int(data[key])
+        try:
+            data["metadata"] = json.loads(str(data["metadata"])) if "metadata" in data else {}
+        except (json.JSONDecodeError, RecursionError):
+            raise ArgumentError(f"{str(path)!r} has metadata that is not valid JSON") from None
     else:
         raise ArgumentError(f"path must end in .json or .npz, got {str(path)!r}")
     return language_from_dict(data)

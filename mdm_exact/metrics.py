@@ -9,13 +9,16 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import numpy as np
 
-from ._utils import MASK, as_rng, check_positive_int
-from .estimate import Estimate, mean_interval, wilson_interval
+from ._utils import MASK, as_rng, check_memory, check_positive_int
+from .errors import ArgumentTypeError
+from .estimate import Estimate, check_confidence, mean_interval, wilson_interval
 from .languages import Language
+from .policies import is_policy
 from .sampling import Denoiser, call_denoiser, resolve_denoiser
 from .schedules import Plan, check_plan
 
@@ -36,8 +39,10 @@ def generative_log_perplexity(language: Language, tokens, confidence: float = 0.
     values = -np.asarray(language.log_prob(tokens)) / tokens.shape[1]
     if not np.all(np.isfinite(values)):
         inf = float("inf")
-        return Estimate(inf, inf, inf, "monte-carlo t", confidence, values.size)
-    return mean_interval(values, confidence)
+        return Estimate(inf, inf, inf, "monte-carlo t", check_confidence(confidence),
+                        values.size)
+    # -log q(x) >= 0 for a distribution over finitely many sequences.
+    return mean_interval(values, confidence, domain=(0.0, math.inf))
 
 
 def generative_perplexity(language: Language, tokens, confidence: float = 0.95) -> Estimate:
@@ -61,11 +66,23 @@ def jensen_bound(
 
     Each sample draws x ~ q and tau ~ plan and scores
     log q(x) - sum_k sum_{j in tau_k} log p_theta(x_j | x_{T<k}); every term is one denoiser call
-    on x with the positions of steps >= k masked. Divide by L for nats per token.
+    on x with the positions of steps >= k masked. Divide by L for nats per token. Defined for
+    plans only: an adaptive policy is refused (its tau depends on the sampled tokens).
     """
+    if is_policy(schedule):
+        raise ArgumentTypeError(
+            f"schedule must be a plan for the Jensen bound, got the adaptive policy "
+            f"{schedule.name} (E_tau KL(q || p_tau) is defined for state-independent plans only)"
+        )
     plan = check_plan(schedule)
     length = plan.check_length(length)
     num = check_positive_int("num_samples", num_samples, 2)
+    confidence = check_confidence(confidence)
+    v = language.vocab_size
+    # Alive at once: the draws x, the step table, a partial state (int64), the denoiser's
+    # (num, L, V) output with its float64 copy, and the per-position scores.
+    check_memory(f"jensen_bound(length={length}, num_samples={num})",
+                 8.0 * num * length * (2 * v + 6), argument="num_samples")
     den = resolve_denoiser(language, denoiser)
     gen = as_rng(rng)
     x = language.sample(num, length, gen)
@@ -78,4 +95,5 @@ def jensen_bound(
         chosen = probs[rows_idx, np.arange(length)[None, :], x]
         with np.errstate(divide="ignore"):
             score -= np.where(steps == k, np.log(chosen), 0.0).sum(axis=1)
-    return mean_interval(score, confidence)
+    # A KL is >= 0: an interval reaching below 0 is clipped there.
+    return mean_interval(score, confidence, domain=(0.0, math.inf))

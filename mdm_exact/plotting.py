@@ -27,7 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ArgumentError, ArgumentTypeError, MissingFileError
+from ._io import output_file, write_atomic
+from ._utils import check_memory
+from .errors import ArgumentError, ArgumentTypeError
 from .languages import NGram, preset
 from .schedules import Schedule
 
@@ -118,6 +120,7 @@ def figure_1_data(
     languages: Sequence[str] = TABLE1,
     schedule: str = "linear",
     seed: int = 0,
+    progress: bool = False,
 ) -> Fig1Data:
     """The paper's Fig. 1 with the exact oracle: GenPPL and SER against the number of steps N.
 
@@ -128,20 +131,32 @@ def figure_1_data(
     The AR reference is the oracle with N = L and ``DeterministicPlan.left_to_right(L)``, which
     draws exactly from q: its SER is 0 and its GenPPL is exp(H(q) / L).
 
-    Defaults: L = 512, N = 8, 16, ..., L, 64 samples; ``quick``: L = 32, 32 samples.
+    Defaults: L = 512, N = 8, 16, ..., L, 64 samples; ``quick``: L = 32, 32 samples. Refused
+    before any work when the samples of one point, with the (samples, L, V) probabilities the
+    sampler forms, would exceed the memory budget. ``progress``: a tqdm bar on stderr.
     """
+    from tqdm.auto import tqdm
+
     from .metrics import generative_perplexity, sequence_error_rate
     from .sampling import sample
 
     length = (32 if quick else 512) if length is None else int(length)
     num = (32 if quick else 64) if num_samples is None else int(num_samples)
+    if length < 1 or num < 2:
+        raise ArgumentError(f"length must be >= 1 and num_samples >= 2, got {length}, {num}")
     ns = tuple(_powers_of_two(8, length) if steps is None else (int(n) for n in steps))
     if not ns or min(ns) < 1 or max(ns) > length:
         raise ArgumentError(f"steps must lie in [1, length={length}], got {ns}")
     names = tuple(languages)
+    vocab = max(preset(name).vocab_size for name in names)
+    check_memory(f"figure 1 (length={length}, num_samples={num})",
+                 4.0 * num * length * (8.0 * vocab + 32.0) + 32.0 * (max(ns) + 1),
+                 argument="length or num_samples")
     shape = (len(names), len(ns))
     gp, gp_lo, gp_hi, ser, ser_lo, ser_hi = (np.empty(shape) for _ in range(6))
     ar, ar_lo, ar_hi = (np.empty(len(names)) for _ in range(3))
+    bar = tqdm(total=len(names) * (len(ns) + 1), disable=not progress, desc="figure 1",
+               leave=False)
     for i, name in enumerate(names):
         pruned = preset(name)
         full = preset(name, threshold=0)
@@ -153,6 +168,7 @@ def figure_1_data(
             res = sample(pruned, plan, length, num, rng=np.random.default_rng([seed, i, n, 1]))
             est = sequence_error_rate(pruned, res.tokens, CONFIDENCE)
             ser[i, j], ser_lo[i, j], ser_hi[i, j] = est.value, est.low, est.high
+            bar.update(1)
         if isinstance(full, NGram):
             h = full.entropy(length).value / length
             ar[i] = ar_lo[i] = ar_hi[i] = math.exp(h)
@@ -161,6 +177,8 @@ def figure_1_data(
             draws = full.sample(4 * num, length, np.random.default_rng([seed, i, 0, 2]))
             est = generative_perplexity(full, draws, CONFIDENCE)
             ar[i], ar_lo[i], ar_hi[i] = est.value, est.low, est.high
+        bar.update(1)
+    bar.close()
     return Fig1Data(names, ns, length, num, schedule, seed, gp, gp_lo, gp_hi, ser, ser_lo,
                     ser_hi, ar, ar_lo, ar_hi)
 
@@ -414,6 +432,7 @@ def figure_theorem_4_2_data(
     num_samples: int | None = None,
     information_samples: int | None = None,
     seed: int = 0,
+    progress: bool = False,
 ) -> Theorem42Data:
     """Theorem 4.2 / Lemma B.12 on the Table 1 ``n``-gram with the exact oracle
     (eps_learning = 0) and Schedule A (``Schedule.paper_ngram(n, eps)``, N fixed):
@@ -426,8 +445,10 @@ def figure_theorem_4_2_data(
 
     Defaults: exact L = 2..5, L = 8, 16, ..., 1024, 256 samples for the Jensen bound and the
     excess, 16 for the information profile (whose cost grows like L^2); ``quick``: exact L = 2,
-    3, L = 8, 16, 32, 64, 64 and 8 samples.
+    3, L = 8, 16, 32, 64, 64 and 8 samples. ``progress``: a tqdm bar over L on stderr.
     """
+    from tqdm.auto import tqdm
+
     from .exact import exact_metrics
     from .metrics import jensen_bound
     from .theory.literature import mutual_information_profile
@@ -448,8 +469,13 @@ def figure_theorem_4_2_data(
     for i, length in enumerate(exact_lengths):
         m = exact_metrics(language, sched_a, length)
         ex_kl[i], ex_j[i] = m.kl / length, m.jensen_bound / length
+    if lengths and num >= 1:
+        check_memory(f"figure theorem-4.2 (length={max(lengths)}, num_samples={num})",
+                     4.0 * max(num, num_info) * max(lengths) * (8.0 * v + 32.0),
+                     argument="lengths or num_samples")
     rows = []
-    for i, length in enumerate(lengths):
+    for i, length in enumerate(tqdm(lengths, disable=not progress, desc="theorem 4.2",
+                                    leave=False)):
         rng = np.random.default_rng([seed, i])
         jb = jensen_bound(language, sched_a, length, num, rng=rng)
         ex = excess_monte_carlo(sched_a, length, n, num_samples=max(num, 2), seed=rng)
@@ -529,6 +555,203 @@ def figure_theorem_4_2(*, quick: bool = False, data: Theorem42Data | None = None
     return fig
 
 
+# ------------------------------------------------------------------------------ policies
+
+
+POLICY_LANGUAGES = ("2-gram", "3-gram", "4-gram", "C.7")
+"""Languages of ``figure_policies``: the pruned Table 1 n-gram presets and Example C.7 with
+interval l = 5 (|V| = 16)."""
+
+POLICY_CURVES: tuple[tuple[str, str, tuple[float, ...]], ...] = (
+    ("topk-confidence", "steps", (1 / 32, 1 / 8, 1 / 2)),
+    ("topk-margin", "steps", (1 / 32, 1 / 8, 1 / 2)),
+    ("topk-entropy", "steps", (1 / 32, 1 / 8, 1 / 2)),
+    ("random-topk", "steps", (1 / 32, 1 / 8, 1 / 2)),
+    ("threshold", "value", (0.5, 0.7, 0.9, 0.99)),
+    ("eb", "value", (10.0, 1.0, 0.1, 0.01)),
+    ("factor", "value", (4.0, 1.0, 0.25, 0.05)),
+    ("linear schedule", "schedule", (1 / 32, 1 / 8, 1 / 2, 1.0, 4.0)),
+)
+"""The curves of ``figure_policies``: (name, how the settings read, settings). ``steps``: N as a
+fraction of L (TopK, RandomTopK; at N = L every one of them reveals one position per step and is
+exact, which is the AR point); ``value``: tau, gamma or f of the rule (``parse_policy`` forms
+``threshold:TAU``, ``eb:GAMMA``, ``factor:F``); ``schedule``: N / L of ``Schedule.linear(N)``."""
+
+
+@dataclass(frozen=True)
+class PoliciesData:
+    """Numbers of ``figure_policies``: for each language (``languages``, at ``lengths``), each
+    curve (``curves``, see ``POLICY_CURVES``) and each of its settings (``parameters``: N, tau,
+    gamma or f; NaN pads curves with fewer settings), arrays of shape (languages, curves, points):
+
+    ``nfe``, ``nfe_low``, ``nfe_high``: mean denoiser calls per row (t interval; under the linear
+    schedule the calls of steps that reveal something, ddpm_cache); ``ser``, ``ser_low``,
+    ``ser_high``: SER (eq. 5) with its Wilson interval. Example C.7's linear schedule is exact
+    (``interval_parity_ser``, ``Schedule.expected_nfe``; zero-width intervals).
+    """
+
+    languages: tuple[str, ...]
+    lengths: tuple[int, ...]
+    curves: tuple[str, ...]
+    parameters: np.ndarray
+    nfe: np.ndarray
+    nfe_low: np.ndarray
+    nfe_high: np.ndarray
+    ser: np.ndarray
+    ser_low: np.ndarray
+    ser_high: np.ndarray
+    num_samples: int
+    seed: int
+
+
+def _policy_language(name: str, length: int):
+    """(language, length) of a ``POLICY_LANGUAGES`` entry; C.7 takes the multiple of 5 nearest
+    ``length``."""
+    from .languages import IntervalParity
+
+    if name == "C.7":
+        return IntervalParity(5), max(5, 5 * round(length / 5))
+    return preset(name), length
+
+
+def _policy_point(language, length: int, kind: str, name: str, setting: float, num: int, rng
+                  ) -> tuple[float, ...]:
+    """(parameter, nfe, nfe_low, nfe_high, ser, ser_low, ser_high) of one point."""
+    from .estimate import mean_interval
+    from .exact import interval_parity_ser
+    from .languages import IntervalParity
+    from .metrics import sequence_error_rate
+    from .policies import parse_policy
+    from .sampling import sample
+
+    if kind == "value":
+        plan, param = parse_policy(f"{name}:{setting!r}"), setting
+    else:
+        param = max(1, round(setting * length))
+        plan = Schedule.linear(param) if kind == "schedule" else parse_policy(f"{name}:{param}")
+    if kind == "schedule" and isinstance(language, IntervalParity):
+        ser = interval_parity_ser(language.interval, length, plan)
+        nfe = plan.expected_nfe(length)
+        return (param, nfe, nfe, nfe, ser, ser, ser)
+    res = sample(language, plan, length, num, rng=rng)
+    nfe_est = mean_interval(res.nfe_per_row, CONFIDENCE)
+    ser_est = sequence_error_rate(language, res.tokens, CONFIDENCE)
+    return (param, nfe_est.value, nfe_est.low, nfe_est.high, ser_est.value, ser_est.low,
+            ser_est.high)
+
+
+def figure_policies_data(
+    *,
+    quick: bool = False,
+    length: int | None = None,
+    num_samples: int | None = None,
+    seed: int = 0,
+    progress: bool = False,
+) -> PoliciesData:
+    """SER against mean NFE for every unmasking rule of ``mdm_exact.policies`` (Theorem 4.4's
+    question: does any rule reach a low SER with N much smaller than L?), with the exact oracle.
+
+    For each language of ``POLICY_LANGUAGES`` and each setting of ``POLICY_CURVES``,
+    ``num_samples`` sequences are drawn with ``sampling.sample`` and scored with
+    ``metrics.sequence_error_rate``; NFE per row is ``SampleResult.nfe_per_row``. Example C.7
+    runs at the multiple of 5 nearest L (510 for L = 512).
+
+    Defaults: L = 512, 32 samples per point; ``quick``: L = 40, 8 samples. ``progress``: a tqdm
+    bar over the points on stderr.
+    """
+    from tqdm.auto import tqdm
+
+    length = (40 if quick else 512) if length is None else int(length)
+    num = (8 if quick else 32) if num_samples is None else int(num_samples)
+    if length < 5 or num < 2:
+        raise ArgumentError(f"length must be >= 5 and num_samples >= 2, got {length}, {num}")
+    check_memory(f"figure policies (length={length}, num_samples={num})",
+                 4.0 * num * length * (8.0 * 16 + 32.0), argument="length or num_samples")
+    points = max(len(values) for _, _, values in POLICY_CURVES)
+    shape = (len(POLICY_LANGUAGES), len(POLICY_CURVES), points)
+    table = np.full((7, *shape), np.nan)
+    lengths = []
+    bar = tqdm(total=len(POLICY_LANGUAGES) * sum(len(v) for _, _, v in POLICY_CURVES),
+               disable=not progress, desc="figure policies", leave=False)
+    for i, lang_name in enumerate(POLICY_LANGUAGES):
+        language, n_tokens = _policy_language(lang_name, length)
+        lengths.append(n_tokens)
+        for j, (name, kind, values) in enumerate(POLICY_CURVES):
+            for k, setting in enumerate(values):
+                rng = np.random.default_rng([seed, i, j, k])
+                table[:, i, j, k] = _policy_point(language, n_tokens, kind, name, setting, num,
+                                                  rng)
+                bar.update(1)
+    bar.close()
+    return PoliciesData(POLICY_LANGUAGES, tuple(lengths), tuple(c[0] for c in POLICY_CURVES),
+                        *table, num_samples=num, seed=seed)
+
+
+_POLICY_STYLE = {"topk-confidence": ("o", "C0"), "topk-margin": ("s", "C1"),
+                 "topk-entropy": ("D", "C2"), "random-topk": ("v", "C7"),
+                 "threshold": ("^", "C3"), "eb": ("P", "C4"), "factor": ("X", "C5"),
+                 "linear schedule": (".", "k")}
+
+
+def _policy_label(name: str) -> str:
+    return {"topk-confidence": "TopK confidence (N = L/32, L/8, L/2)",
+            "topk-margin": "TopK margin (same N)", "topk-entropy": "TopK entropy (same N)",
+            "random-topk": "RandomTopK (same N)",
+            "threshold": "Threshold tau = 0.5, 0.7, 0.9, 0.99",
+            "eb": "EntropyBounded gamma = 10, 1, 0.1, 0.01",
+            "factor": "Factor f = 4, 1, 0.25, 0.05",
+            "linear schedule": "linear schedule (N = L/32 .. 4L)"}.get(name, name)
+
+
+def figure_policies(*, quick: bool = False, data: PoliciesData | None = None, **kwargs):
+    """SER against mean NFE (log axis) for every unmasking rule, one panel per language (the
+    2-, 3-, 4-gram presets and Example C.7), beside the linear-schedule curve and the
+    autoregressive point (NFE = L, SER = 0); error bars: 95% Wilson intervals on SER and t
+    intervals on the mean NFE. Returns a Figure with 4 axes.
+
+    ``kwargs`` go to ``figure_policies_data``; pass ``data`` to draw precomputed numbers.
+    """
+    from matplotlib.figure import Figure
+
+    d = _data(figure_policies_data, quick, data, kwargs)
+    fig = Figure(figsize=(12.5, 9.5), layout="constrained")
+    axes = list(fig.subplots(2, 2).ravel())
+    for i, (ax, lang_name, length) in enumerate(zip(axes, d.languages, d.lengths, strict=True)):
+        for j, name in enumerate(d.curves):
+            marker, color = _POLICY_STYLE.get(name, ("o", f"C{j % 10}"))
+            keep = np.isfinite(d.nfe[i, j])
+            x, y = d.nfe[i, j, keep], d.ser[i, j, keep]
+            order = np.argsort(x, kind="stable")
+            xerr = np.vstack([x - d.nfe_low[i, j, keep], d.nfe_high[i, j, keep] - x])
+            yerr = np.vstack([y - d.ser_low[i, j, keep], d.ser_high[i, j, keep] - y])
+            ax.errorbar(x[order], y[order], xerr=xerr[:, order], yerr=yerr[:, order],
+                        marker=marker, color=color, ls="--" if name == "linear schedule" else "-",
+                        lw=1, ms=6, alpha=0.85, capsize=2, label=_policy_label(name))
+        ax.plot([length], [0.0], "*", color="gold", mec="k", ms=16,
+                label="AR (oracle, N = L, left to right): SER = 0 exactly")
+        ax.axvline(length, color="gray", lw=0.8, ls=":")
+        ax.set_xscale("log")
+        ax.set_ylim(-0.04, 1.04)
+        ax.set_xlabel("mean NFE per sequence (denoiser calls, log scale)")
+        ax.set_ylabel("SER = 1 - p(supp q)  (probability)")
+        title = (f"Example C.7 (l = 5, |V| = 16), L = {length}" if lang_name == "C.7"
+                 else f"{lang_name} preset (Table 1), L = {length}")
+        ax.set_title(title)
+        ax.grid(alpha=0.3, which="both")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=3, fontsize=8)
+    fig.suptitle("Adaptive unmasking rules with the exact oracle: sequence error rate vs "
+                 "number of denoiser calls")
+    _parameters(fig, (
+        f"Exact oracle denoiser; {d.num_samples} samples per point, seed {d.seed}; Example C.7 "
+        f"at L = {d.lengths[-1]} (a multiple of l = 5); bars: {CONFIDENCE:.0%} Wilson interval "
+        "(SER) and t interval (mean NFE); Example C.7's linear schedule is exact "
+        "(zero-width bars); TopK / RandomTopK with N = L reveal one position per step and are "
+        "exact (the AR point)."
+    ))
+    return fig
+
+
 # ------------------------------------------------------------------------------ registry / CLI
 
 
@@ -536,6 +759,7 @@ FIGURES: dict[str, Callable] = {
     "fig1": figure_1,
     "theorem-4.4": figure_theorem_4_4,
     "theorem-4.2": figure_theorem_4_2,
+    "policies": figure_policies,
 }
 """Figure name (``mdm-exact figure NAME``) -> figure function."""
 
@@ -549,26 +773,43 @@ def add_figure_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     )
     parser.add_argument("name", choices=sorted(FIGURES), help="which figure")
     parser.add_argument("--out", required=True, metavar="FILE",
-                        help="output file, e.g. fig1.png (.png, .pdf, .svg)")
+                        help="output file, e.g. fig1.png (.png, .pdf, .svg); must not exist "
+                             "unless --overwrite")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     parser.add_argument("--quick", action="store_true",
                         help="reduced setting that runs in seconds (fewer samples, shorter L)")
     parser.add_argument("--samples", type=int, default=None, metavar="NUM",
-                        help="Monte-Carlo samples per point (fig1, theorem-4.2)")
+                        help="Monte-Carlo samples per point (fig1, theorem-4.2, policies)")
     parser.add_argument("--length", type=int, default=None, metavar="L",
-                        help="sequence length (fig1 only; default 512, 32 with --quick)")
+                        help="sequence length (fig1, policies; default 512, 32 / 40 with --quick)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the Monte Carlo (default 0)")
     parser.add_argument("--dpi", type=int, default=150, help="resolution of raster output")
     parser.set_defaults(func=run_figure)
     return parser
 
 
+def _figure_out(args: argparse.Namespace) -> Path:
+    """``--out`` checked before any work: a new file (or ``--overwrite``) in a writable
+    directory, with an extension matplotlib can write (none means PNG)."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    out = output_file("--out", args.out, overwrite=getattr(args, "overwrite", False))
+    suffix = out.suffix.lower().lstrip(".")
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if suffix and suffix not in formats:
+        raise ArgumentError(f"--out must end in one of {', '.join('.' + f for f in formats)}, "
+                            f"got {args.out!r}")
+    return out
+
+
 def run_figure(args: argparse.Namespace) -> int:
     """Build the figure ``args.name`` and save it to ``args.out``; returns 0.
 
-    Raises ``ValueError`` for an option the figure does not take or a non-positive value."""
+    Raises a one-line ``MdmExactError`` before any work for an option the figure does not take,
+    a non-positive value or an ``--out`` that cannot be written."""
     draw = FIGURES[args.name]
     data_fn = {"fig1": figure_1_data, "theorem-4.4": figure_theorem_4_4_data,
-               "theorem-4.2": figure_theorem_4_2_data}[args.name]
+               "theorem-4.2": figure_theorem_4_2_data, "policies": figure_policies_data}[args.name]
     accepted = inspect.signature(data_fn).parameters
     kwargs = {}
     for option, key in (("samples", "num_samples"), ("length", "length"), ("seed", "seed")):
@@ -577,14 +818,18 @@ def run_figure(args: argparse.Namespace) -> int:
             continue
         if key not in accepted:
             raise ArgumentError(f"--{option} does not apply to figure {args.name!r}")
-        if value < (0 if option == "seed" else 1):
+        if option == "seed" and value < 0:
+            raise ArgumentError(f"--seed must be >= 0, got {value}")
+        if option != "seed" and value < 1:
             raise ArgumentError(f"--{option} must be positive, got {value}")
         kwargs[key] = value
-    out = Path(args.out)
-    if not out.parent.exists():
-        raise MissingFileError(f"no directory {str(out.parent)!r} for --out")
+    if args.dpi < 1:
+        raise ArgumentError(f"--dpi must be positive, got {args.dpi}")
+    out = _figure_out(args)
+    if "progress" in accepted:
+        kwargs["progress"] = True
     fig = draw(quick=args.quick, **kwargs)
-    fig.savefig(out, dpi=args.dpi)
+    write_atomic(out, lambda path: fig.savefig(path, dpi=args.dpi))
     print(f"wrote {out}")
     return 0
 
@@ -592,13 +837,18 @@ def run_figure(args: argparse.Namespace) -> int:
 __all__ = [
     "CONFIDENCE",
     "FIGURES",
+    "POLICY_CURVES",
+    "POLICY_LANGUAGES",
     "TABLE1",
     "Fig1Data",
+    "PoliciesData",
     "Theorem42Data",
     "Theorem44Data",
     "add_figure_arguments",
     "figure_1",
     "figure_1_data",
+    "figure_policies",
+    "figure_policies_data",
     "figure_theorem_4_2",
     "figure_theorem_4_2_data",
     "figure_theorem_4_4",

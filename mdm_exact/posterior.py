@@ -71,6 +71,8 @@ class _Chain:
     emitters_ptr: np.ndarray  # states with positive emission of token v
     emitters: np.ndarray
     shift: np.ndarray  # n-grams: (S, V) next-token table (successor (s mod S/V)*V + v); HMMs: 0x0
+    min_step: float  # smallest positive (initial or transition) x smallest positive emission
+    min_emit: float  # smallest positive emission
 
     @property
     def num_states(self) -> int:
@@ -94,6 +96,8 @@ def _build_chain(initial, rows, cols, vals, emission_t, dense_matrix, shift=None
     e_rows, e_cols = np.nonzero(emission_t > 0)
     e_ptr, e_idx, _ = _csr(e_rows, e_cols, np.ones(e_rows.size), emission_t.shape[0])
     empty = np.zeros((0, 0))
+    min_emit = float(emission_t[emission_t > 0].min())
+    min_start = min(float(initial[initial > 0].min()), float(vals.min()) if vals.size else 1.0)
 
     def owned(a):
         # Always a fresh writable C array: numba compiles a separate specialisation for every
@@ -107,7 +111,32 @@ def _build_chain(initial, rows, cols, vals, emission_t, dense_matrix, shift=None
         empty if dense_matrix is None else owned(dense_matrix),
         c_ptr, c_idx, c_p, p_ptr, p_idx, p_p, e_ptr, e_idx,
         empty if shift is None else owned(shift),
+        min_start * min_emit, min_emit,
     )
+
+
+TINY = 1e-280
+"""Smallest product of probabilities the scaled (linear-space) kernels accept. Each kernel
+reports the smallest positive entry m of its normalised messages; when m times the smallest
+positive step factor, or m^2 times the smallest emission, falls below TINY, some product may
+have lost digits to subnormal numbers or underflowed to 0 (a possible row would turn
+impossible, a marginal inf or NaN), and that row is recomputed by ``_log_space_kernel``. Above
+it every product is a normal float, so the scaled result is exact to rounding and its zeros
+are exact. Long rows (a state losing a factor 4 per position for 600 positions) and tables
+with tiny or subnormal entries both take this path; ordinary rows never do."""
+
+
+def _in_trouble(chain: _Chain, lows: np.ndarray) -> np.ndarray:
+    return (lows * chain.min_step < TINY) | (lows * lows * chain.min_emit < TINY)
+
+
+def _log_space(chain: _Chain, x: np.ndarray, with_marginals: bool):
+    """(marginals, log-evidence) of the rows of ``x`` by ``_log_space_kernel``."""
+    with np.errstate(divide="ignore"):
+        return _log_space_kernel(
+            x, np.log(chain.initial), np.log(chain.emission_t), chain.children_ptr,
+            chain.children, np.log(chain.children_p), chain.parents_ptr, chain.parents,
+            np.log(chain.parents_p), with_marginals)
 
 
 IMPLEMENTATIONS = ("auto", "sparse", "dense")
@@ -151,7 +180,8 @@ def _chain(language: Language, implementation: str = "auto") -> _Chain:
 
 @numba.njit(cache=True)
 def _forward_row(row, init, emit_t, dense, p_ptr, p_idx, p_p, e_ptr, e_idx, alpha, store):
-    """Scaled forward pass over one row; returns log-evidence (-inf if impossible).
+    """Scaled forward pass over one row; returns (log-evidence, -inf if impossible; the
+    smallest positive entry of the normalised messages, see ``TINY``).
 
     alpha: (L, S) when ``store`` else (2, S) as a rolling buffer.
     """
@@ -160,6 +190,7 @@ def _forward_row(row, init, emit_t, dense, p_ptr, p_idx, p_p, e_ptr, e_idx, alph
     all_states = np.arange(s_count)
     use_dense = dense.shape[0] > 0
     log_z = 0.0
+    low = 1.0
     prev = alpha[0]
     for j in range(length):
         cur = alpha[j] if store else alpha[j % 2]
@@ -195,24 +226,28 @@ def _forward_row(row, init, emit_t, dense, p_ptr, p_idx, p_p, e_ptr, e_idx, alph
         for sp in states:
             total += cur[sp]
         if not total > 0.0:
-            return -np.inf
+            return -np.inf, low
         inv = 1.0 / total
         for sp in states:
-            cur[sp] *= inv
+            val = cur[sp] * inv
+            cur[sp] = val
+            if val > 0.0 and val < low:
+                low = val
         log_z += np.log(total)
         prev = cur
-    return log_z
+    return log_z, low
 
 
 @numba.njit(parallel=True, cache=True)
 def _log_evidence_kernel(x, init, emit_t, dense, p_ptr, p_idx, p_p, e_ptr, e_idx):
     batch, _ = x.shape
     out = np.empty(batch)
+    lows = np.empty(batch)
     for b in numba.prange(batch):
         work = np.empty((2, init.shape[0]))
-        out[b] = _forward_row(x[b], init, emit_t, dense, p_ptr, p_idx, p_p, e_ptr, e_idx, work,
-                              False)
-    return out
+        out[b], lows[b] = _forward_row(x[b], init, emit_t, dense, p_ptr, p_idx, p_p, e_ptr,
+                                       e_idx, work, False)
+    return out, lows
 
 
 @numba.njit(parallel=True, cache=True)
@@ -223,13 +258,15 @@ def _marginals_kernel(x, init, emit_t, dense, dense_t, c_ptr, c_idx, c_p, p_ptr,
     vocab = emit_t.shape[0]
     marg = np.zeros((batch, length, vocab))
     log_z = np.empty(batch)
+    lows = np.empty(batch)
     use_dense = dense.shape[0] > 0
     for b in numba.prange(batch):
         row = x[b]
         alpha = np.empty((length, s_count))  # every row is cleared by the forward pass
-        lz = _forward_row(row, init, emit_t, dense, p_ptr, p_idx, p_p, e_ptr, e_idx, alpha,
-                          True)
+        lz, low = _forward_row(row, init, emit_t, dense, p_ptr, p_idx, p_p, e_ptr, e_idx, alpha,
+                               True)
         log_z[b] = lz
+        lows[b] = low
         if lz == -np.inf:
             marg[b, :, :] = np.nan
             continue
@@ -265,9 +302,15 @@ def _marginals_kernel(x, init, emit_t, dense, dense_t, c_ptr, c_idx, c_p, p_ptr,
                 total = 0.0
                 for s in range(s_count):
                     total += gamma[s]
+                if not total > 0.0:
+                    low = 0.0  # underflow: the row is redone in log space
+                    break
                 inv = 1.0 / total
                 for s in range(s_count):
-                    beta[s] = gamma[s] * inv
+                    val = gamma[s] * inv
+                    beta[s] = val
+                    if val > 0.0 and val < low:
+                        low = val
             token = row[j]
             if token >= 0:
                 marg[b, j, token] = 1.0
@@ -276,13 +319,17 @@ def _marginals_kernel(x, init, emit_t, dense, dense_t, c_ptr, c_idx, c_p, p_ptr,
             for s in range(s_count):
                 gamma[s] = alpha[j, s] * beta[s]
                 total += gamma[s]
+            if not total > 0.0:
+                low = 0.0
+                break
             inv = 1.0 / total
             for v in range(vocab):
                 acc = 0.0
                 for e in range(e_ptr[v], e_ptr[v + 1]):
                     acc += emit_t[v, e_idx[e]] * gamma[e_idx[e]]
                 marg[b, j, v] = acc * inv
-    return marg, log_z
+        lows[b] = low
+    return marg, log_z, lows
 
 
 @numba.njit(parallel=True, cache=True)
@@ -359,8 +406,10 @@ def _ngram_marginals_kernel(x, init, shift, vocab, order, with_marginals):
     r_count = s_count // v_count
     marg = np.zeros((batch, length if with_marginals else 0, v_count))
     log_z = np.empty(batch)
+    lows = np.ones(batch)
     for b in numba.prange(batch):
         row = x[b]
+        low = 1.0
         live = np.empty(max(r_count, 1), dtype=np.int64)
         off = np.empty(length + 1, dtype=np.int64)
         off[0] = 0
@@ -384,7 +433,10 @@ def _ngram_marginals_kernel(x, init, shift, vocab, order, with_marginals):
         if total > 0.0:
             inv = 1.0 / total
             for k in range(n0):
-                alpha[k] *= inv
+                val = alpha[k] * inv
+                alpha[k] = val
+                if val > 0.0 and val < low:
+                    low = val
             lz += np.log(total)
         else:
             ok = False
@@ -427,8 +479,12 @@ def _ngram_marginals_kernel(x, init, shift, vocab, order, with_marginals):
                 break
             inv = 1.0 / total
             for i in range(c0, c0 + n_out):
-                alpha[i] *= inv
+                val = alpha[i] * inv
+                alpha[i] = val
+                if val > 0.0 and val < low:
+                    low = val
             lz += np.log(total)
+        lows[b] = low
         if not ok:
             log_z[b] = -np.inf
             marg[b, :, :] = np.nan
@@ -462,9 +518,15 @@ def _ngram_marginals_kernel(x, init, shift, vocab, order, with_marginals):
                                 acc += sh[y] * nxt[o + y]
                         beta[di * nu + k] = acc
                         total += acc
+                if not total > 0.0:
+                    low = 0.0  # underflow: the row is redone in log space
+                    break
                 inv = 1.0 / total
                 for i in range(nd * nu):
-                    beta[i] *= inv
+                    val = beta[i] * inv
+                    beta[i] = val
+                    if val > 0.0 and val < low:
+                        low = val
             if tok >= 0:
                 marg[b, j, tok] = 1.0
                 continue
@@ -476,9 +538,102 @@ def _ngram_marginals_kernel(x, init, shift, vocab, order, with_marginals):
                     acc += alpha[a0 + v * nu + k] * beta[v * nu + k]
                 marg[b, j, v] = acc
                 total += acc
+            if not total > 0.0:
+                low = 0.0
+                break
             inv = 1.0 / total
             for v in range(v_count):
                 marg[b, j, v] *= inv
+        lows[b] = low
+    return marg, log_z, lows
+
+
+@numba.njit(cache=True)
+def _log_add(m, acc, val):
+    """One term of a streaming log-sum-exp: the running (max, sum of exp(term - max))."""
+    if val == -np.inf:
+        return m, acc
+    if val > m:
+        return val, acc * np.exp(m - val) + 1.0
+    return m, acc + np.exp(val - m)
+
+
+@numba.njit(cache=True)
+def _log_total(m, acc):
+    return m + np.log(acc) if m > -np.inf else -np.inf
+
+
+@numba.njit(parallel=True, cache=True)
+def _log_space_kernel(x, log_init, log_emit_t, c_ptr, c_idx, c_lp, p_ptr, p_idx, p_lp,
+                      with_marginals):
+    """Forward-backward in log space (log-sum-exp over the positive transitions): the fallback
+    for rows whose scaled messages come near the float range (see ``TINY``). Nothing
+    underflows and an impossible event is exactly -inf. Marginals are normalised by their own
+    log-sum-exp."""
+    batch, length = x.shape
+    s_count = log_init.shape[0]
+    vocab = log_emit_t.shape[0]
+    marg = np.zeros((batch, length if with_marginals else 0, vocab))
+    log_z = np.empty(batch)
+    for b in numba.prange(batch):
+        row = x[b]
+        la = np.empty((length if with_marginals else 2, s_count))
+        for j in range(length):
+            cur = la[j] if with_marginals else la[j % 2]
+            prev = la[j - 1] if with_marginals else la[(j - 1) % 2]
+            tok = row[j]
+            for s in range(s_count):
+                if j == 0:
+                    t = log_init[s]
+                else:
+                    m, acc = -np.inf, 0.0
+                    for k in range(p_ptr[s], p_ptr[s + 1]):
+                        m, acc = _log_add(m, acc, prev[p_idx[k]] + p_lp[k])
+                    t = _log_total(m, acc)
+                if tok >= 0:
+                    t += log_emit_t[tok, s]
+                cur[s] = t
+        last = la[length - 1] if with_marginals else la[(length - 1) % 2]
+        m, acc = -np.inf, 0.0
+        for s in range(s_count):
+            m, acc = _log_add(m, acc, last[s])
+        lz = _log_total(m, acc)
+        log_z[b] = lz
+        if lz == -np.inf:
+            marg[b, :, :] = np.nan
+            continue
+        if not with_marginals:
+            continue
+        lb = np.zeros(s_count)
+        nb = np.empty(s_count)
+        lv = np.empty(vocab)
+        for j in range(length - 1, -1, -1):
+            if j < length - 1:
+                tok = row[j + 1]
+                for s in range(s_count):
+                    m, acc = -np.inf, 0.0
+                    for k in range(c_ptr[s], c_ptr[s + 1]):
+                        c = c_idx[k]
+                        t = c_lp[k] + lb[c]
+                        if tok >= 0:
+                            t += log_emit_t[tok, c]
+                        m, acc = _log_add(m, acc, t)
+                    nb[s] = _log_total(m, acc)
+                lb, nb = nb, lb
+            tok = row[j]
+            if tok >= 0:
+                marg[b, j, tok] = 1.0
+                continue
+            mv, accv = -np.inf, 0.0
+            for v in range(vocab):
+                m, acc = -np.inf, 0.0
+                for s in range(s_count):
+                    m, acc = _log_add(m, acc, la[j, s] + lb[s] + log_emit_t[v, s])
+                lv[v] = _log_total(m, acc)
+                mv, accv = _log_add(mv, accv, lv[v])
+            norm = _log_total(mv, accv)
+            for v in range(vocab):
+                marg[b, j, v] = np.exp(lv[v] - norm)
     return marg, log_z
 
 
@@ -497,6 +652,19 @@ def _threads_for(work: float):
 
 
 # ------------------------------------------------------------------------ interval parity
+
+
+def _interval_parity_bytes(language: IntervalParity, batch: int, length: int,
+                          want_marginals: bool) -> float:
+    """Peak of ``_interval_parity``: the (batch, L/l, l, l-1) bit and probability tables (about
+    four alive), and with marginals the (batch, L, V, l-1) per-bit factors, their product
+    and the one-hot and output (batch, L, V) tables."""
+    l, v = language.interval, language.vocab_size
+    cells = float(batch) * length
+    out = 8.0 * cells * (l - 1) * 4
+    if want_marginals:
+        out += 8.0 * cells * v * (2 * (l - 1) + 4)
+    return out
 
 
 def _interval_parity(language: IntervalParity, x: np.ndarray, want_marginals: bool):
@@ -560,6 +728,9 @@ def posterior(
     arr, single = _prepare(language, x)
     batch, length = arr.shape
     if isinstance(language, IntervalParity):
+        check_memory(f"posterior(batch={batch}, length={length}) of {language!r}",
+                     _interval_parity_bytes(language, batch, length, True), max_bytes,
+                     argument="the batch or length of x")
         marg, log_z, valid = _interval_parity(language, arr, True)
     else:
         chain = _chain(language, implementation)
@@ -571,14 +742,17 @@ def posterior(
         )
         with _threads_for(batch * length * chain.num_states):
             if chain.shift.size:
-                marg, log_z = _ngram_marginals_kernel(arr, chain.initial, chain.shift,
-                                                      language.vocab_size, language.order, True)
+                marg, log_z, lows = _ngram_marginals_kernel(
+                    arr, chain.initial, chain.shift, language.vocab_size, language.order, True)
             else:
-                marg, log_z = _marginals_kernel(
+                marg, log_z, lows = _marginals_kernel(
                     arr, chain.initial, chain.emission_t, chain.dense, chain.dense_t,
                     chain.children_ptr, chain.children, chain.children_p, chain.parents_ptr,
                     chain.parents, chain.parents_p, chain.emitters_ptr, chain.emitters,
                 )
+            rows = np.flatnonzero(_in_trouble(chain, lows))
+            if rows.size:
+                marg[rows], log_z[rows] = _log_space(chain, arr[rows], True)
         valid = np.isfinite(log_z)
     if single:
         return Posterior(marg[0], log_z[0], valid[0])
@@ -608,6 +782,9 @@ def log_prob(language: Language, x) -> np.ndarray:
     nats; ``-inf`` off the support. Full n-gram sequences use a direct table look-up."""
     arr, single = _prepare(language, x)
     if isinstance(language, IntervalParity):
+        check_memory(f"log_prob(batch={arr.shape[0]}, length={arr.shape[1]}) of {language!r}",
+                     _interval_parity_bytes(language, *arr.shape, False),
+                     argument="the batch or length of x")
         out = _interval_parity(language, arr, False)[1]
     elif isinstance(language, NGram) and np.all(arr >= 0):
         out = _ngram_log_prob(language, arr)
@@ -615,12 +792,17 @@ def log_prob(language: Language, x) -> np.ndarray:
         chain = _chain(language)
         with _threads_for(arr.size * chain.num_states):
             if chain.shift.size:
-                out = _ngram_marginals_kernel(arr, chain.initial, chain.shift,
-                                              language.vocab_size, language.order, False)[1]
+                _, out, lows = _ngram_marginals_kernel(arr, chain.initial, chain.shift,
+                                                       language.vocab_size, language.order,
+                                                       False)
             else:
-                out = _log_evidence_kernel(arr, chain.initial, chain.emission_t, chain.dense,
-                                           chain.parents_ptr, chain.parents, chain.parents_p,
-                                           chain.emitters_ptr, chain.emitters)
+                out, lows = _log_evidence_kernel(arr, chain.initial, chain.emission_t,
+                                                 chain.dense, chain.parents_ptr, chain.parents,
+                                                 chain.parents_p, chain.emitters_ptr,
+                                                 chain.emitters)
+            rows = np.flatnonzero(_in_trouble(chain, lows))
+            if rows.size:
+                out[rows] = _log_space(chain, arr[rows], False)[1]
     return out[0] if single else out
 
 
@@ -643,6 +825,9 @@ def in_support(language: Language, x) -> np.ndarray:
     """(batch,) exact test q(revealed tokens) > 0, in the Boolean semiring (no underflow)."""
     arr, single = _prepare(language, x)
     if isinstance(language, IntervalParity):
+        check_memory(f"in_support(batch={arr.shape[0]}, length={arr.shape[1]}) of "
+                     f"{language!r}", _interval_parity_bytes(language, *arr.shape, False),
+                     argument="the batch or length of x")
         out = _interval_parity(language, arr, False)[2]
     elif isinstance(language, NGram) and np.all(arr >= 0):
         out = np.isfinite(_ngram_log_prob(language, arr))

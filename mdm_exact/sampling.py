@@ -14,15 +14,24 @@ denoiser's marginal given the tokens revealed at steps < k; revealed tokens are 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from ._utils import MASK, as_rng, categorical, check_positive_int
+from ._utils import (
+    MASK,
+    as_rng,
+    categorical,
+    check_memory,
+    check_positive_int,
+    check_probabilities,
+)
 from .errors import ArgumentError, ArgumentTypeError
 from .languages import Language
+from .policies import Policy, is_policy
 from .posterior import posterior
 from .schedules import Plan, check_plan
 
@@ -65,54 +74,77 @@ def kl_rows(q: np.ndarray, p: np.ndarray) -> np.ndarray:
     """KL(q || p) along the last axis, in nats (0 log 0 = 0; +inf where q > 0 = p)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         terms = np.where(q > 0, q * (np.log(q) - np.log(p)), 0.0)
-    return terms.sum(axis=-1)
+    # A KL is >= 0; rounding of nearly equal rows must not report a negative one.
+    return np.maximum(terms.sum(axis=-1), 0.0)
 
 
 def perturb_toward(marginals: np.ndarray, eps_learning: float, direction: np.ndarray
                    ) -> tuple[np.ndarray, np.ndarray]:
-    """Move each row q of ``marginals`` (..., V) to p = (1 - lam) q + lam d with KL(q || p) =
-    eps_learning.
+    """Move each row q of ``marginals`` (..., V) to p = mu q + (1 - mu) d with KL(q || p) =
+    eps_learning (Assumption 4.1 with equality).
 
-    f(lam) = KL(q || p(lam)) is convex and increasing on [0, 1] with f(0) = 0, so Newton's method
-    started at lam = 1 decreases monotonically to the root (quadratically once close); a row
-    stops when its step no longer changes lam. Returns ``(p, achieved_kl)``; where even lam = 1
-    gives less than eps_learning (KL(q || d) < eps_learning) the row is p = d and
-    ``achieved_kl`` says how far it got.
+    g(mu) = KL(q || p(mu)) is convex and decreasing on [0, 1] with g(1) = 0, so Newton's method
+    started left of the root increases mu monotonically to it (quadratically once close); a row
+    stops when its step no longer changes mu. The start is mu = 0 (p = d) where KL(q || d) is
+    finite; where d has zeros that q does not (KL(q || d) = +inf, e.g. a one-hot d) it is
+    mu_0 = exp(-(eps + (1 - q_Z) log(1/(1 - q_Z))) / q_Z), q_Z = q(d = 0), at which the log-sum
+    inequality gives g >= eps, so p never has a zero where q is positive and nothing is NaN.
+    Returns ``(p, achieved_kl)``; where even mu = 0 gives less than eps_learning
+    (KL(q || d) < eps_learning) the row is p = d and ``achieved_kl`` says how far it got.
     """
     q = np.asarray(marginals, dtype=np.float64)
     d = np.broadcast_to(np.asarray(direction, dtype=np.float64), q.shape)
+    if eps_learning == 0:
+        # The root mu = 1 is double there (Newton would only creep toward it).
+        return q.copy(), np.zeros(q.shape[:-1])
     flat_q = q.reshape(-1, q.shape[-1])
     flat_d = d.reshape(-1, q.shape[-1])
-    lam = np.ones(flat_q.shape[0])
-    active = np.flatnonzero(kl_rows(flat_q, flat_d) > eps_learning)
+    mu = np.zeros(flat_q.shape[0])
+    full = kl_rows(flat_q, flat_d)
+    blocked = np.isinf(full)
+    if np.any(blocked):
+        q_zero = np.where(flat_d[blocked] == 0, flat_q[blocked], 0.0).sum(axis=1)
+        rest = np.clip(1.0 - q_zero, 0.0, 1.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            penalty = np.where(rest > 0, -rest * np.log(rest), 0.0)
+        # The smallest positive float where the bound underflows: the row then falls short of
+        # eps_learning by what the float format cannot express, and achieved_kl reports it.
+        mu[blocked] = np.maximum(np.exp(-(eps_learning + penalty) / q_zero),
+                                 np.finfo(np.float64).tiny)
+    active = np.flatnonzero(full > eps_learning)
     for _ in range(NEWTON_ITERATIONS):
         if active.size == 0:
             break
-        qa, da, la = flat_q[active], flat_d[active], lam[active]
-        pa = (1 - la[:, None]) * qa + la[:, None] * da
-        f = kl_rows(qa, pa) - eps_learning
+        qa, da, ma = flat_q[active], flat_d[active], mu[active]
+        pa = ma[:, None] * qa + (1 - ma[:, None]) * da
+        g = kl_rows(qa, pa) - eps_learning
         with np.errstate(divide="ignore", invalid="ignore"):
-            slope = -np.where(qa > 0, qa * (da - qa) / pa, 0.0).sum(axis=1)
-            step = np.where(slope > 0, f / slope, 0.0)
-        new = np.clip(la - step, 0.0, la)
-        lam[active] = new
-        active = active[new < la]
-    lam = lam.reshape(q.shape[:-1])
-    p = (1 - lam[..., None]) * q + lam[..., None] * d
+            slope = -np.where(qa > 0, qa * (qa - da) / pa, 0.0).sum(axis=1)
+            step = np.where((slope < 0) & (g > 0), g / slope, 0.0)
+        new = np.clip(ma - step, ma, 1.0)
+        mu[active] = new
+        active = active[new > ma]
+    mu = mu.reshape(q.shape[:-1])
+    p = mu[..., None] * q + (1 - mu[..., None]) * d
     return p, kl_rows(q, p)
 
 
 class PerturbedOracle:
     """Oracle marginals at masked positions moved toward ``direction`` until KL(oracle || model)
-    equals ``eps_learning`` (Assumption 4.1 with equality; THEORY.md §11).
+    equals ``eps_learning`` (Assumption 4.1 with equality).
 
     ``direction``: ``"uniform"``, ``"random"`` (one fixed distribution drawn with ``seed``), or a
-    (V,) probability vector. ``achieved_kl(x)`` reports the per-position KL actually reached.
+    (V,) probability vector (zeros allowed: a one-hot direction works). ``achieved_kl(x)``
+    reports the per-position KL actually reached: it is below ``eps_learning`` exactly at the
+    masked positions whose oracle marginal is already closer than that to the direction
+    (KL(q || direction) < eps_learning), where the model outputs the direction itself; each call
+    that meets such positions issues one ``UnreachedLearningErrorWarning`` with their count.
     """
 
     def __init__(self, language: Language, eps_learning: float, direction="uniform", seed=None):
         self.oracle = Oracle(language)
-        if not (np.isfinite(eps_learning) and eps_learning >= 0):
+        if isinstance(eps_learning, bool) or not isinstance(eps_learning, int | float | np.number) \
+                or not (np.isfinite(eps_learning) and eps_learning >= 0):
             raise ArgumentError(f"eps_learning must be a finite number >= 0, got {eps_learning!r}")
         v = language.vocab_size
         if isinstance(direction, str):
@@ -124,9 +156,9 @@ class PerturbedOracle:
                 raise ArgumentError(f"direction must be 'uniform', 'random' or a (V,) probability "
                                  f"vector, got {direction!r}")
         else:
-            d = np.asarray(direction, dtype=np.float64)
-            if d.shape != (v,) or np.any(d < 0) or abs(d.sum() - 1) > 1e-9:
-                raise ArgumentError(f"direction must be a probability vector of shape ({v},)")
+            d = check_probabilities("direction", direction, (v,))
+            d = np.array(d / d.sum())
+        d.setflags(write=False)
         self.language = language
         self.eps_learning = float(eps_learning)
         self.direction = d
@@ -138,17 +170,30 @@ class PerturbedOracle:
         kl = np.zeros(arr.shape)
         # Only masked positions are perturbed (revealed ones stay one-hot, SUBS carry-over).
         p[masked], kl[masked] = perturb_toward(p[masked], self.eps_learning, self.direction)
+        short = int(np.count_nonzero(kl[masked] < self.eps_learning * (1 - 1e-9)))
+        if short:
+            warnings.warn(
+                f"{short} of {int(masked.sum())} masked positions cannot reach "
+                f"eps_learning={self.eps_learning:g}: their oracle marginal is closer than that "
+                "to the direction, so the model outputs the direction there (see achieved_kl)",
+                UnreachedLearningErrorWarning, stacklevel=3)
         return p, kl
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self._both(x)[0]
 
     def achieved_kl(self, x: np.ndarray) -> np.ndarray:
-        """(batch, length) KL(oracle || model) at masked positions (0 at revealed ones)."""
+        """(batch, length) KL(oracle || model) at masked positions (0 at revealed ones); below
+        ``eps_learning`` where KL(oracle || direction) < eps_learning (then the model is the
+        direction; a call meeting such positions warns once with their count)."""
         return self._both(x)[1]
 
     def __repr__(self) -> str:
         return f"PerturbedOracle({self.language!r}, eps_learning={self.eps_learning:g})"
+
+
+class UnreachedLearningErrorWarning(UserWarning):
+    """Some masked positions of a ``PerturbedOracle`` call cannot reach eps_learning."""
 
 
 def resolve_denoiser(language: Language, denoiser) -> Denoiser:
@@ -160,15 +205,41 @@ def resolve_denoiser(language: Language, denoiser) -> Denoiser:
     return denoiser
 
 
+DENOISER_ATOL = 1e-6
+"""How far a denoiser's output row may sum from 1: rows within it are renormalised, rows
+further off are refused (float32 softmax outputs are off by about 1e-7)."""
+
+
 def call_denoiser(denoiser: Denoiser, x: np.ndarray, vocab_size: int) -> np.ndarray:
-    """The denoiser's output on ``x`` as float64 (batch, length, V) rows renormalised to 1."""
-    out = np.asarray(denoiser(x), dtype=np.float64)
-    if out.shape != (*x.shape, vocab_size):
+    """The denoiser's output on ``x`` as float64 (batch, length, V) rows renormalised to 1.
+
+    The denoiser gets a read-only copy of ``x``, so it cannot alter the caller's tokens (the
+    exact engine's table of partial states). Refused, naming the first offending row: a wrong
+    shape, a non-float dtype (int, bool, complex, object), NaN/inf or negative entries, and rows
+    whose sum is off 1 by more than ``DENOISER_ATOL`` (all-zero rows, overflowing sums).
+    """
+    view = np.array(x, dtype=np.int64)
+    view.setflags(write=False)
+    out = np.asarray(denoiser(view))
+    if out.shape != (*view.shape, vocab_size):
         raise ArgumentError(f"denoiser returned shape {out.shape},"
-            f" expected {(*x.shape, vocab_size)}")
+            f" expected {(*view.shape, vocab_size)}")
+    if not np.issubdtype(out.dtype, np.floating):
+        raise ArgumentTypeError(f"denoiser returned dtype {out.dtype}; probabilities must be "
+                                "floating point")
+    out = out.astype(np.float64)
     if not np.all(np.isfinite(out)) or np.any(out < 0):
-        raise ArgumentError("denoiser returned negative or non-finite probabilities")
-    return out / out.sum(axis=-1, keepdims=True)
+        idx = tuple(int(i) for i in np.argwhere(~(np.isfinite(out) & (out >= 0)))[0])
+        raise ArgumentError(f"denoiser returned negative or non-finite probabilities: "
+                            f"{out[idx]!r} at index {idx}")
+    with np.errstate(over="ignore"):
+        sums = out.sum(axis=-1, keepdims=True)
+    bad = ~(np.abs(sums[..., 0] - 1.0) <= DENOISER_ATOL)
+    if np.any(bad):
+        idx = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ArgumentError(f"denoiser returned a row that is not a probability vector: row "
+                            f"{idx} sums to {float(sums[idx][0])!r} (tolerance {DENOISER_ATOL})")
+    return out / sums
 
 
 @dataclass(frozen=True)
@@ -176,19 +247,26 @@ class SampleResult:
     """Output of ``sample``.
 
     ``tokens``: (num, L) int64 generated sequences; ``reveal_step``: (num, L) 0-based step at which
-    each position was revealed; ``nfe``: network calls of the plain ddpm sampler (= N);
-    ``nfe_cache``: (num,) network calls of ddpm_cache (only steps that reveal something).
+    each position was revealed (for a policy, the index of the loop step, empty TopK steps
+    counted); ``nfe_per_row``: (num,) denoiser calls each row needed, the efficiency axis.
+
+    Under a plan: ``nfe`` = N, the network calls of the plain ddpm sampler; ``nfe_cache`` =
+    ``nfe_per_row``, the calls of ddpm_cache (only steps that reveal something in the row, which
+    is what ``sample`` makes). Under a policy every call reveals at least one position, so
+    ``nfe_per_row`` = ``nfe_cache`` = the steps the row took, and ``nfe`` is the number of
+    batched calls (the most steps any row took, or TopK's non-empty steps).
     """
 
     tokens: np.ndarray
     reveal_step: np.ndarray
     nfe: int
     nfe_cache: np.ndarray
+    nfe_per_row: np.ndarray
 
 
 def sample(
     language: Language,
-    schedule: Plan,
+    schedule: Plan | Policy,
     length: int,
     num_samples: int,
     denoiser: Denoiser | None = None,
@@ -197,11 +275,22 @@ def sample(
 ) -> SampleResult:
     """Monte-Carlo factorized parallel unmasking (THEORY.md §1 inference, §11 semantics).
 
-    One denoiser call per step, on the rows that reveal something at that step.
+    ``schedule``: a plan, or an adaptive policy (``mdm_exact.policies``). Under a plan, one
+    denoiser call per step, on the rows that reveal something at that step. Under a policy, every
+    unfinished row calls the denoiser at every step (one batched call over those rows), the
+    policy's ``select`` picks the positions from the marginals and the tokens are drawn from
+    them, until every position is revealed.
     """
+    if is_policy(schedule):
+        return _sample_policy(language, schedule, length, num_samples, denoiser, rng, progress)
     plan = check_plan(schedule)
     length = plan.check_length(length)
     num = check_positive_int("num_samples", num_samples)
+    # Alive at once: steps, tokens and the sort order (num, L) int64, the order of a step, and
+    # the denoiser's (rows, L, V) output with its float64 copy (rows <= num).
+    check_memory(f"sample(num_samples={num}, length={length})",
+                 8.0 * num * length * (2 * language.vocab_size + 5),
+                 argument="num_samples or length")
     den = resolve_denoiser(language, denoiser)
     gen = as_rng(rng)
     steps = plan.draw_steps(num, length, gen)
@@ -217,4 +306,41 @@ def sample(
         probs = call_denoiser(den, x[rows], language.vocab_size)
         x[rows_of, cols] = categorical(gen, probs[local, cols])
     nfe_cache = (np.diff(np.sort(steps, axis=1), axis=1) != 0).sum(axis=1) + 1
-    return SampleResult(x, steps, plan.num_steps, nfe_cache)
+    return SampleResult(x, steps, plan.num_steps, nfe_cache, nfe_cache)
+
+
+def _sample_policy(language: Language, policy: Policy, length: int, num_samples: int,
+                   denoiser, rng, progress: bool) -> SampleResult:
+    """The adaptive loop of ``sample``: rows drop out once fully revealed."""
+    length = policy.check_length(length)
+    num = check_positive_int("num_samples", num_samples)
+    den = resolve_denoiser(language, denoiser)
+    gen = as_rng(rng)
+    x = np.full((num, length), MASK, dtype=np.int64)
+    reveal_step = np.full((num, length), -1, dtype=np.int64)
+    nfe = np.zeros(num, dtype=np.int64)
+    active = np.arange(num)
+    left = np.full(num, length)  # masked positions of each active row
+    calls = 0
+    with tqdm(total=num, disable=not progress, desc="rows done", leave=False) as bar:
+        for k in range(policy.max_steps(length)):
+            if active.size == 0:
+                break
+            if policy.step_is_empty(k, length):
+                continue
+            state = x[active]
+            probs = call_denoiser(den, state, language.vocab_size)
+            chosen = policy.select(probs, state, k, rng=gen)
+            rows, cols = np.nonzero(chosen)
+            x[active[rows], cols] = categorical(gen, probs[rows, cols])
+            reveal_step[active[rows], cols] = k
+            nfe[active] += 1
+            calls += 1
+            left = left - chosen.sum(axis=1)
+            still = left > 0
+            bar.update(int(active.size - still.sum()))
+            active, left = active[still], left[still]
+    if active.size:
+        raise ArgumentError(f"policy {policy!r} left {active.size} rows unfinished after "
+                            f"{policy.max_steps(length)} steps")
+    return SampleResult(x, reveal_step, calls, nfe, nfe)

@@ -18,26 +18,97 @@ indices in [0, N) and ``check_length(length)``. Lemma B.12's constructions are
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from fractions import Fraction
 
+import numba
 import numpy as np
 
-from ._utils import as_rng, check_positive_int
-from .errors import ArgumentError, ArgumentTypeError
+from ._utils import as_rng, check_memory, check_positive_int, format_count, int_times
+from .errors import ArgumentError, ArgumentTypeError, BudgetError
 
 MASS_ATOL = 1e-12
 """How far the masses of a schedule may sum from 1."""
 
+BYTES_PER_STEP = 32
+"""Peak bytes per step while a schedule is built: the (N,) float64 masses, the validated copy
+and the temporaries of the checks and of ``alphas`` / ``revealed_before``."""
+
+MAX_DIGITS = 4000
+"""Largest exact integer (in decimal digits) computed for Lemma B.12's M and L_0: Python prints
+no int beyond 4300 digits by default, and the exact rationals behind them grow with it."""
+
+MAX_RATIONAL_BITS = 2**23
+"""Largest denominator (in bits) of eps^n in the exact computation of M (~1 MiB, well under a
+second); n log2(denominator of eps) beyond it is refused."""
+
 
 def _check_eps(eps) -> float:
-    if not (isinstance(eps, int | float | Fraction) and 0 < eps < 1):
+    ok = isinstance(eps, numbers.Real) and not isinstance(eps, bool | np.bool_)
+    if not (ok and 0 < eps < 1):
         raise ArgumentError(f"eps must lie in (0, 1), got {eps!r}")
-    return float(eps)
+    return float(_exact_eps(eps))  # np.float32(0.1) means 0.1, as its decimal string says
 
 
 def _check_order(n) -> int:
     return check_positive_int("n", n, 2)
+
+
+def _exact_eps(eps) -> Fraction:
+    """eps as an exact rational, read through its shortest decimal string (0.1 means 1/10,
+    np.float32(0.1) too)."""
+    return eps if isinstance(eps, Fraction) else Fraction(str(eps))
+
+
+def _steps_bytes(num_steps: int) -> float:
+    """``BYTES_PER_STEP * num_steps`` as a float, inf beyond float range."""
+    return int_times(int(num_steps), float(BYTES_PER_STEP))
+
+
+def _check_steps_memory(what: str, num_steps: int, argument: str | None = "num_steps") -> None:
+    check_memory(f"{what} with {format_count(num_steps)} steps", _steps_bytes(num_steps),
+                 argument=argument)
+
+
+def _real_array(name: str, values) -> np.ndarray:
+    """``values`` as a float64 array, refusing bool, complex, text and non-numeric objects
+    (``np.asarray(..., dtype=float)`` would turn True into 1.0 or drop imaginary parts)."""
+    arr = np.asarray(values)
+    if arr.dtype == object:
+        flat = arr.ravel()
+        bad = [v for v in flat if isinstance(v, bool | np.bool_) or not isinstance(v, numbers.Real)]
+        if bad:
+            raise ArgumentTypeError(f"{name} must hold real numbers, got {bad[0]!r}")
+        return np.array([float(v) for v in flat], dtype=np.float64).reshape(arr.shape)
+    if arr.dtype.kind not in "iuf":
+        raise ArgumentTypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    return np.array(arr, dtype=np.float64)
+
+
+def _integer_array(name: str, values) -> np.ndarray:
+    """``values`` as an int64 array: integer dtypes within int64, and floats only where they are
+    whole numbers; bool, complex and fractional entries are refused, never truncated."""
+    arr = np.asarray(values)
+    if arr.size == 0:
+        return np.zeros(arr.shape, dtype=np.int64)
+    if arr.dtype == object:
+        items = arr.ravel().tolist()
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in items):
+            big = [v for v in items if not -(2**63) <= v < 2**63]
+            if big:
+                raise ArgumentError(f"{name} must fit in int64, got {big[0]}")
+            return np.array(items, dtype=np.int64).reshape(arr.shape)
+        arr = _real_array(name, arr)
+    if arr.dtype.kind not in "iuf":
+        raise ArgumentTypeError(f"{name} must hold integers, got dtype {arr.dtype}")
+    if arr.dtype.kind == "u" and int(arr.max()) >= 2**63:
+        raise ArgumentError(f"{name} must fit in int64, got {int(arr.max())}")
+    if arr.dtype.kind == "f":
+        bad = ~np.isfinite(arr) | (arr != np.round(arr)) | (np.abs(arr) >= 2.0**63)
+        if np.any(bad):
+            raise ArgumentError(f"{name} must hold integers, got {float(arr[bad].ravel()[0])!r}")
+    return arr.astype(np.int64)
 
 
 class Schedule:
@@ -47,7 +118,7 @@ class Schedule:
     """
 
     def __init__(self, masses, name: str = "custom"):
-        p = np.array(masses, dtype=np.float64).ravel()
+        p = _real_array("masses", masses).ravel()
         if p.size == 0:
             raise ArgumentError("masses must hold at least one step")
         if not np.all(np.isfinite(p)):
@@ -98,20 +169,19 @@ class Schedule:
 
     def runs(self) -> list[tuple[float, int]]:
         """The masses compressed into runs of equal values: [(mass, count), ...]."""
-        out: list[tuple[float, int]] = []
-        for m in self._masses:
-            if out and out[-1][0] == m:
-                out[-1] = (m, out[-1][1] + 1)
-            else:
-                out.append((float(m), 1))
-        return out
+        p = self._masses
+        starts = np.flatnonzero(np.concatenate([[True], p[1:] != p[:-1]]))
+        counts = np.diff(np.append(starts, p.size))
+        return [(float(m), int(c)) for m, c in zip(p[starts], counts, strict=True)]
 
     def expected_nfe(self, length: int) -> float:
         """Appendix D: expected number of non-empty steps, sum_k [1 - (1 - p^(k))^L]; this is
-        what ddpm_cache pays in network calls. Always <= min(N, L)."""
+        what ddpm_cache pays in network calls. Always <= min(N, L). Each term is
+        -expm1(L log1p(-p^(k))), exact to rounding for any L (also beyond float range)."""
         length = check_positive_int("length", length)
         with np.errstate(divide="ignore"):  # a step of mass 1: log1p(-1) = -inf, term 1
-            return float(-np.expm1(length * np.log1p(-np.minimum(self._masses, 1.0))).sum())
+            log_kept = np.log1p(-np.minimum(self._masses, 1.0))
+        return float(-np.expm1(int_times(length, log_kept)).sum())
 
     def check_length(self, length: int) -> int:
         """``length`` as an int (any positive length suits an independent-step schedule)."""
@@ -145,9 +215,15 @@ class Schedule:
         """
         if callable(alpha):
             n = check_positive_int("num_steps", num_steps)
-            grid = np.asarray(alpha(np.arange(n + 1) / n), dtype=np.float64)
+            _check_steps_memory(f"Schedule {name!r}", n)
+            grid = _real_array("alpha(t)", alpha(np.arange(n + 1) / n))
+            if grid.shape != (n + 1,):
+                raise ArgumentError(f"alpha(t) must return one value per grid point t_0..t_N, "
+                                    f"shape ({n + 1},), got shape {grid.shape}")
         else:
-            grid = np.asarray(alpha, dtype=np.float64).ravel()
+            grid = _real_array("alpha", alpha).ravel()
+            if num_steps is not None:
+                num_steps = check_positive_int("num_steps", num_steps)
             if num_steps is not None and grid.size != num_steps + 1:
                 raise ArgumentError(f"alpha must hold num_steps + 1 = {num_steps + 1} grid values, "
                                  f"got {grid.size}")
@@ -190,10 +266,13 @@ class Schedule:
     @classmethod
     def paper_ngram(cls, n: int, eps) -> Schedule:
         """Lemma B.12, Schedule A [ours]: p^(1) = eps, then M equal steps (1 - eps) / M with
-        M = ceil(4 (n-1) (1-eps)^2 / eps^n), computed in exact rationals from the decimal eps."""
-        n, _ = _check_order(n), _check_eps(eps)
+        M = ceil(4 (n-1) (1-eps)^2 / eps^n), computed in exact rationals from the decimal eps.
+
+        Refused (``BudgetError``) when its M + 1 steps would not fit the memory budget."""
+        n, e = _check_order(n), _check_eps(eps)
         m = paper_ngram_extra_steps(n, eps)
-        e = float(eps)
+        _check_steps_memory(f"Schedule A (Lemma B.12) for n={n}, eps={e:g} (raise eps or lower n)",
+                            m + 1, argument=None)
         masses = np.full(m + 1, (1.0 - e) / m)
         masses[0] = e
         return cls(masses, f"paper_ngram(n={n}, eps={e:g})")
@@ -201,47 +280,117 @@ class Schedule:
     @classmethod
     def adaptive_ngram(cls, n: int, eps) -> Schedule:
         """Lemma B.12, Schedule B [ours]: p^(1) = eps, p^(k) = min(eps (P^(k))^(n-1) / (4(n-1)),
-        1 - P^(k)) until everything is revealed."""
+        1 - P^(k)) until everything is revealed.
+
+        Its number of steps is bounded in closed form first (``adaptive_ngram_steps_bound``) and
+        refused (``BudgetError``) above the memory budget; the recurrence runs compiled."""
         n, e = _check_order(n), _check_eps(eps)
-        masses = [e]
-        revealed = e
-        coef = e / (4 * (n - 1))
-        while revealed < 1.0:
-            step = coef * revealed ** (n - 1)
-            if step >= 1.0 - revealed:
-                masses.append(1.0 - revealed)
-                break
-            masses.append(step)
-            revealed += step
-        return cls(np.array(masses), f"adaptive_ngram(n={n}, eps={e:g})")
+        bound = adaptive_ngram_steps_bound(n, e)
+        what = f"Schedule B (Lemma B.12) for n={n}, eps={e:g} (raise eps or lower n)"
+        if not math.isfinite(bound):
+            check_memory(f"{what} with more than 10^300 steps", math.inf)
+        capacity = int(bound)
+        _check_steps_memory(what, capacity, argument=None)
+        masses = np.empty(capacity)
+        size = _adaptive_masses(e, e / (4 * (n - 1)), float(n - 1), masses)
+        if size < 0:
+            raise BudgetError(f"{what}: the recurrence stalls in float64 (its steps fall below "
+                              "the rounding of P^(k))")
+        return cls(masses[:size], f"adaptive_ngram(n={n}, eps={e:g})")
 
     @classmethod
     def named(cls, name: str, num_steps: int) -> Schedule:
         """A family by name: ``linear``, ``cosine``, ``loglinear``, ``polynomial:A`` (e.g.
         ``polynomial:2``)."""
+        if not isinstance(name, str):
+            raise ArgumentTypeError(f"schedule must be a name such as 'linear', got {name!r}")
         base, _, arg = name.partition(":")
+        try:
+            value = float(arg) if arg else None
+        except ValueError:
+            value = math.nan  # refused below, naming the whole text
         if base == "linear" and not arg:
             return cls.linear(num_steps)
         if base == "cosine" and not arg:
             return cls.cosine(num_steps)
-        if base == "loglinear":
-            return cls.loglinear(num_steps, float(arg) if arg else 1e-3)
-        if base == "polynomial" and arg:
-            return cls.polynomial(num_steps, float(arg))
+        if base == "loglinear" and not (arg and math.isnan(value)):
+            return cls.loglinear(num_steps, 1e-3 if value is None else value)
+        if base == "polynomial" and arg and not math.isnan(value):
+            return cls.polynomial(num_steps, value)
         raise ArgumentError(
             f"schedule must be linear, cosine, loglinear[:EPS] or polynomial:A, got {name!r}"
         )
 
 
 def paper_ngram_extra_steps(n: int, eps) -> int:
-    """M = ceil(4 (n-1) (1-eps)^2 / eps^n) in exact rationals (Schedule A has N = M + 1 steps).
+    """Lemma B.12: M = ceil(4 (n-1) (1-eps)^2 / eps^n) in exact rationals (Schedule A has
+    N = M + 1 steps).
 
-    ``eps`` is read through its decimal string so that 0.1 means 1/10 exactly.
+    ``eps`` is read through its decimal string so that 0.1 means 1/10 exactly. Refused
+    (``BudgetError``) when M would exceed ``MAX_DIGITS`` decimal digits or eps^n would need a
+    denominator of more than ``MAX_RATIONAL_BITS`` bits.
     """
     n = _check_order(n)
-    _check_eps(eps)
-    e = eps if isinstance(eps, Fraction) else Fraction(str(eps))
+    e_float = _check_eps(eps)
+    e = _exact_eps(eps)
+    digits = (math.log10(4 * (n - 1)) + 2 * math.log10(1 - e_float)
+              - n * math.log10(e_float))
+    if digits > MAX_DIGITS:
+        raise BudgetError(f"Lemma B.12's M = ceil(4(n-1)(1-eps)^2/eps^n) for n={n}, "
+                          f"eps={eps!r} would have about {digits:.3g} decimal digits, above "
+                          f"{MAX_DIGITS} (raise eps or lower n)")
+    bits = n * e.denominator.bit_length()
+    if bits > MAX_RATIONAL_BITS:
+        raise BudgetError(f"Lemma B.12's M for n={n}, eps={eps!r} needs eps^n in exact "
+                          f"rationals with a {bits}-bit denominator, above {MAX_RATIONAL_BITS} "
+                          "(lower n or give eps with fewer decimals)")
     return math.ceil(4 * (n - 1) * (1 - e) ** 2 / e**n)
+
+
+def adaptive_ngram_steps_bound(n: int, eps) -> float:
+    """Lemma B.12, Schedule B [ours]: an upper bound on its number of steps, in closed form.
+
+    The recurrence P <- P + c P^(n-1) (c = eps / (4(n-1))) is Euler's method for dP/dk =
+    c P^(n-1); each step covers between (1 + c)^-(n-1) and 1 of the ODE's time
+    T = int_eps^1 dP / (c P^(n-1)) (= ln(1/eps) / c for n = 2, (eps^-(n-2) - 1) / ((n-2) c)
+    otherwise), so N <= T (1 + c)^(n-1) + 2 (and N >= T). Computed in logs: inf beyond float
+    range.
+    """
+    n = _check_order(n)
+    e = _check_eps(eps)
+    c = e / (4 * (n - 1))
+    if n == 2:
+        log_t = math.log(-math.log(e)) - math.log(c)
+    else:
+        # eps^-(n-2) - 1 = eps^-(n-2) (1 - eps^(n-2)), in logs
+        k = (n - 2) * math.log(e)
+        log_t = -k + math.log(-math.expm1(k)) - math.log(n - 2) - math.log(c)
+    log_bound = log_t + (n - 1) * math.log1p(c)
+    if log_bound > 700:
+        return math.inf
+    return math.exp(log_bound) + 2.0 + 16.0  # 16: slack for rounding in the float recurrence
+
+
+@numba.njit(cache=True)
+def _adaptive_masses(eps, coef, power, out):
+    """Fills ``out`` with Schedule B's masses; returns their number, or -1 if the recurrence
+    needs more than ``out.size`` steps or stalls (a step below the rounding of P)."""
+    out[0] = eps
+    revealed = eps
+    size = 1
+    while revealed < 1.0:
+        if size >= out.size:
+            return -1
+        step = coef * revealed**power
+        if step >= 1.0 - revealed:
+            out[size] = 1.0 - revealed
+            return size + 1
+        if revealed + step == revealed:
+            return -1
+        out[size] = step
+        revealed += step
+        size += 1
+    return size
 
 
 class FixedCountPlan:
@@ -251,14 +400,21 @@ class FixedCountPlan:
     """
 
     def __init__(self, counts):
-        c = np.asarray(counts)
-        if c.ndim != 1 or c.size == 0 or not np.issubdtype(c.dtype, np.integer):
+        raw = np.asarray(counts)
+        if raw.ndim != 1 or raw.size == 0:
             raise ArgumentError(f"counts must be a non-empty 1-D list of integers, got {counts!r}")
+        if raw.dtype.kind == "f":  # whole floats such as 2.0 are not counts either
+            raise ArgumentError(f"counts must hold integers, got dtype {raw.dtype}")
+        c = _integer_array("counts", raw)
         if np.any(c < 0):
             raise ArgumentError(f"counts must be >= 0, got {int(c[c < 0][0])}")
+        # a float total first: an int64 sum of large counts would wrap around silently
+        if c.sum(dtype=np.float64) >= 2.0**62:
+            raise ArgumentError(f"counts must sum to less than 2**62, got about "
+                                f"{c.sum(dtype=np.float64):.3g}")
         if c.sum() < 1:
             raise ArgumentError("counts must reveal at least one position")
-        self.counts = c.astype(np.int64)
+        self.counts = c
         self.counts.setflags(write=False)
         self.name = f"fixed-count({c.size})"
 
@@ -267,6 +423,7 @@ class FixedCountPlan:
         """floor(L/N) per step, plus one for the first L mod N steps (THEORY.md §11)."""
         length = check_positive_int("length", length)
         num_steps = check_positive_int("num_steps", num_steps)
+        _check_steps_memory("FixedCountPlan.even", num_steps)
         counts = np.full(num_steps, length // num_steps, dtype=np.int64)
         counts[: length % num_steps] += 1
         return cls(counts)
@@ -314,21 +471,24 @@ class DeterministicPlan:
     0 .. L-1; empty steps are allowed."""
 
     def __init__(self, sets: Sequence[Sequence[int]]):
-        steps = [np.asarray(s, dtype=np.int64).ravel() for s in sets]
+        steps = [_integer_array("sets", s).ravel() for s in sets]
         if not steps:
             raise ArgumentError("sets must hold at least one step")
-        flat = np.concatenate(steps) if steps else np.zeros(0, dtype=np.int64)
+        flat = np.concatenate(steps)
         if flat.size == 0:
             raise ArgumentError("sets must reveal at least one position")
         if flat.min() < 0:
             raise ArgumentError(f"sets hold a negative position {int(flat.min())}")
-        counts = np.bincount(flat)
-        if np.any(counts > 1):
-            raise ArgumentError(f"sets overlap: position {int(np.flatnonzero(counts > 1)[0])} "
+        # sorted positions must be exactly 0, 1, ..., L-1: no table of size max(position)
+        ordered = np.sort(flat)
+        repeated = np.flatnonzero(ordered[1:] == ordered[:-1])
+        if repeated.size:
+            raise ArgumentError(f"sets overlap: position {int(ordered[repeated[0]])} "
                              "appears in more than one step")
-        if np.any(counts == 0):
-            raise ArgumentError(f"sets miss position {int(np.flatnonzero(counts == 0)[0])} "
-                             f"(they must cover 0..{flat.max()})")
+        gaps = np.flatnonzero(ordered != np.arange(flat.size))
+        if gaps.size:
+            raise ArgumentError(f"sets miss position {int(gaps[0])} "
+                             f"(they must cover 0..{int(ordered[-1])})")
         self.sets = tuple(steps)
         self._steps = np.empty(flat.size, dtype=np.int64)
         for k, s in enumerate(steps):
@@ -340,6 +500,10 @@ class DeterministicPlan:
         """Contiguous blocks in reading order (autoregressive when num_steps = length)."""
         length = check_positive_int("length", length)
         n = length if num_steps is None else check_positive_int("num_steps", num_steps)
+        # one small array per step (~100 bytes each) and 8 bytes per position, twice
+        check_memory(f"DeterministicPlan.left_to_right with {format_count(length)} positions and "
+                     f"{format_count(n)} steps", int_times(n, 128.0) + int_times(length, 16.0),
+                     argument="length" if num_steps is None or length >= 8 * n else "num_steps")
         counts = FixedCountPlan.even(length, n).counts
         edges = np.concatenate([[0], np.cumsum(counts)])
         return cls([np.arange(edges[k], edges[k + 1]) for k in range(n)])

@@ -18,7 +18,8 @@ try:
     import torch  # noqa: F401
 except ImportError as err:  # pragma: no cover - exercised in a subprocess by the tests
     raise ImportError(
-        "mdm_exact.nn needs PyTorch, which is not installed: pip install 'mdm_exact[torch]'"
+        "mdm_exact.nn needs PyTorch, which is not installed: pip install 'mdm_exact[torch]'",
+        name="torch",
     ) from err
 
 from .evaluate import (

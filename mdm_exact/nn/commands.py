@@ -1,21 +1,19 @@
 """The ``mdm-exact train`` and ``mdm-exact evaluate`` subcommands (wired by ``mdm_exact.cli``).
 
 ``add_*_arguments(parser)`` fills an ``argparse`` parser; ``run_*(args)`` runs it and returns the
-exit status. Bad inputs raise a one-line ``ValueError`` / ``FileNotFoundError`` for the CLI to
-print.
+exit status. Bad inputs raise a one-line ``MdmExactError`` (checked before any work: paths, the
+device, sizes) for the CLI to print.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import sys
 
+from .._io import input_file, output_dir, print_json
 from ..errors import ArgumentError
 from ..languages import PRESETS, load_language, preset
 from .evaluate import evaluate_run
-from .model import KINDS, ModelConfig
+from .model import KINDS, ModelConfig, resolve_device
 from .train import TrainConfig, train
 
 DEFAULT_STEPS = "8,16,32,64"
@@ -46,12 +44,15 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     """Train (or resume) and print where the run went."""
-    language = preset(args.preset) if args.preset else load_language(args.language)
+    out = output_dir("--out", args.out)
+    device = resolve_device(args.device)
+    language = (preset(args.preset) if args.preset is not None
+                else load_language(input_file("--language", args.language)))
     model_config = ModelConfig(args.kind, language.vocab_size, args.length, width=args.width,
                                depth=args.depth, heads=args.heads)
     train_config = TrainConfig(args.length, steps=args.steps, batch_size=args.batch_size,
                                lr=args.lr, seed=args.seed)
-    result = train(language, model_config, train_config, args.out, device=args.device)
+    result = train(language, model_config, train_config, out, device=device)
     tail = result.losses[-min(100, result.losses.size):]
     entropy_rate = language.entropy(args.length).value / args.length
     print(f"trained {args.kind} ({result.model.num_parameters():,} parameters) for "
@@ -89,25 +90,15 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
-def _json_safe(value):
-    """Strict JSON: an infinite perplexity becomes the string "inf" (likewise "-inf", "nan")."""
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value
-
-
 def run_evaluate(args: argparse.Namespace) -> int:
     """Evaluate a run and print the table (or JSON)."""
-    report = evaluate_run(args.run, _steps_list(args.steps), args.samples, seed=args.seed,
-                          ar_dir=args.ar, length=args.length, schedule=args.schedule,
-                          device=args.device)
+    steps = _steps_list(args.steps)
+    device = resolve_device(args.device)
+    report = evaluate_run(args.run, steps, args.samples, seed=args.seed, ar_dir=args.ar,
+                          length=args.length, schedule=args.schedule, device=device,
+                          progress=True)
     if args.json:
-        json.dump(_json_safe(report.as_dict()), sys.stdout, indent=2, allow_nan=False)
-        sys.stdout.write("\n")
+        print_json(report.as_dict())
     else:
         print(report.format())
     return 0

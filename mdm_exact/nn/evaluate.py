@@ -1,4 +1,4 @@
-"""Learned models measured against the exact language (THEORY.md §2, §3, §5 experiments, §7).
+"""Learned models measured against the exact language (the paper's Section 5 experiments).
 
 For each number of steps N, the learned MDM and the ``Oracle`` run the same schedule with the same
 seed (so the same reveal steps tau), and every sample is scored exactly:
@@ -23,8 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
-from .._utils import MASK, as_rng, check_positive_int
+from .._io import read_json_object
+from .._utils import MASK, as_rng, check_memory, check_positive_int
 from ..errors import ArgumentError, MissingFileError
 from ..estimate import Estimate, mean_interval
 from ..languages import Language
@@ -240,28 +242,40 @@ def evaluate(
     schedule: str = "linear",
     seed: int = 0,
     learning_error_sequences: int = LEARNING_ERROR_SEQUENCES,
+    progress: bool = False,
 ) -> Evaluation:
     """Score ``mdm`` and the Oracle with ddpm_cache on ``Schedule.named(schedule, N)`` for each N
     in ``steps``, ``ar`` left to right, and ``mdm``'s learning error; all reproducible from
-    ``seed``. Without ``mdm``, only the AR row (and no Oracle rows) is produced."""
+    ``seed``. Without ``mdm``, only the AR row (and no Oracle rows) is produced. ``progress``
+    shows a tqdm bar over the rows on stderr.
+
+    Refused before any work when a row would exceed the memory budget: the plan of N steps
+    (a few float64 arrays of N + 1 entries) and the samples with their (num, L, V) probabilities.
+    """
     length = check_positive_int("length", length)
     num = check_positive_int("num_samples", num_samples, 2)
     seed = check_positive_int("seed", seed, 0)
-    ns = [check_positive_int("steps", int(n)) for n in np.atleast_1d(steps)]
+    ns = [check_positive_int("steps", n) for n in np.atleast_1d(np.asarray(steps, dtype=object))]
     if mdm is None and ar is None:
         raise ArgumentError("evaluate needs an mdm or an ar denoiser")
-    rows = []
-    if mdm is not None:
-        oracle = Oracle(language)
-        for n in ns:
-            plan = Schedule.named(schedule, n)
-            for name, den in (("mdm", mdm), ("oracle", oracle)):
-                rng = np.random.default_rng([seed, _SCHEDULE_STREAM, n])
-                gen = ddpm_cache(den, language, plan, length, num, rng)
-                rows.append(_score(language, gen, n, name, plan.expected_nfe(length)))
+    per_sample = float(num) * length * (8.0 * language.vocab_size + 32.0)
+    check_memory(f"evaluate with steps={max(ns)}", 32.0 * (max(ns) + 1) + per_sample,
+                 argument="steps or num_samples")
+    jobs = [(n, name) for n in ns for name in ("mdm", "oracle")] if mdm is not None else []
     if ar is not None:
-        gen = autoregressive(ar, language, length, num, np.random.default_rng([seed, _AR_STREAM]))
-        rows.append(_score(language, gen, length, "ar", length))
+        jobs.append((length, "ar"))
+    rows = []
+    oracle = Oracle(language) if mdm is not None else None
+    for n, name in tqdm(jobs, disable=not progress, desc="evaluate", leave=False):
+        if name == "ar":
+            gen = autoregressive(ar, language, length, num,
+                                 np.random.default_rng([seed, _AR_STREAM]))
+            rows.append(_score(language, gen, length, "ar", length))
+            continue
+        plan = Schedule.named(schedule, n)
+        rng = np.random.default_rng([seed, _SCHEDULE_STREAM, n])
+        gen = ddpm_cache(mdm if name == "mdm" else oracle, language, plan, length, num, rng)
+        rows.append(_score(language, gen, n, name, plan.expected_nfe(length)))
     le = None
     if mdm is not None:
         le = learning_error(language, mdm, length, num_sequences=learning_error_sequences,
@@ -288,6 +302,7 @@ def evaluate_run(
     length: int | None = None,
     schedule: str = "linear",
     device: str | None = "auto",
+    progress: bool = False,
 ) -> Evaluation:
     """``evaluate`` on the checkpoints of a run directory (``train.load_model``).
 
@@ -313,7 +328,11 @@ def evaluate_run(
                              f"than {str(run_dir / LANGUAGE_FILE)!r}")
     first = mdm_model if mdm_model is not None else ar_model
     kind_dir = run_dir if mdm_model is not None else Path(ar_dir)
-    trained = json.loads((kind_dir / f"{first.config.kind}.json").read_text())["train"]["length"]
+    info = read_json_object(kind_dir / f"{first.config.kind}.json", "the run's config file")
+    trained = info.get("train", {}).get("length") if isinstance(info.get("train"), dict) else None
+    if isinstance(trained, bool) or not isinstance(trained, int):
+        raise ArgumentError(f"{str(kind_dir / (first.config.kind + '.json'))!r} has no trained "
+                            "length")
     length = trained if length is None else check_positive_int("length", length)
     for model in (mdm_model, ar_model):
         if model is not None and length > model.config.max_length:
@@ -323,5 +342,5 @@ def evaluate_run(
         language, length, steps, num_samples,
         mdm=None if mdm_model is None else TorchDenoiser(mdm_model),
         ar=None if ar_model is None else TorchDenoiser(ar_model),
-        schedule=schedule, seed=seed,
+        schedule=schedule, seed=seed, progress=progress,
     )

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._utils import check_positive_int
-from ..errors import ArgumentError
+from ..errors import ArgumentError, ArgumentTypeError
 
 KINDS = ("mdm", "ar")
 """``mdm``: masked diffusion denoiser; ``ar``: autoregressive (causal) baseline."""
@@ -84,11 +84,19 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     """``"auto"`` (or None): CUDA when available, else CPU; ``"cuda"`` refuses without a GPU."""
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    if not isinstance(device, str | torch.device):
+        raise ArgumentTypeError(f"device must be a string or torch.device, got {device!r}")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ArgumentError(f"device must be 'cpu', 'cuda' or 'auto', got {device!r}") from None
     if dev.type not in ("cpu", "cuda"):
         raise ArgumentError(f"device must be 'cpu', 'cuda' or 'auto', got {device!r}")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ArgumentError(f"device {device!r} was requested but CUDA is not available")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ArgumentError(f"device {device!r}: there are only {torch.cuda.device_count()} CUDA "
+                            "devices")
     return dev
 
 

@@ -17,16 +17,20 @@ global torch state is left alone).
 
 A run directory holds ``language.json`` and, per kind (``mdm`` or ``ar``): ``{kind}.json`` (the
 model and training configs, the step reached), ``{kind}.pt`` (the model ``state_dict``) and
-``{kind}.resume.pt`` (weights, optimizer, step, generator state and losses, written atomically).
-Calling ``train`` again on the same directory resumes and continues exactly as an uninterrupted
-run would.
+``{kind}.resume.pt`` (weights, optimizer, step, generator state and losses). Calling ``train``
+again on the same directory resumes and continues exactly as an uninterrupted run would.
+
+Every file is written to a uniquely named temporary file and moved into place with
+``os.replace``; a checkpoint's files are written with Ctrl-C held back, so ``{kind}.pt`` never
+lags ``{kind}.resume.pt``. While ``train`` runs it holds the lock file ``.lock`` (with its pid) in
+the run directory: a second ``train`` on the same directory is refused, and a lock left by a
+process that no longer exists is taken over.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +40,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .._utils import check_positive_int
+from .._io import deferred_interrupt, directory_lock, read_json_object, write_atomic
+from .._utils import check_memory, check_positive_int
 from ..errors import ArgumentError, ArgumentTypeError, MissingFileError
 from ..languages import Language, load_language
 from .model import ModelConfig, Transformer, model_inputs, resolve_device
@@ -153,10 +158,17 @@ def _json_roundtrip(data: dict) -> dict:
     return json.loads(json.dumps(data))
 
 
-def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(".tmp-" + path.name)
-    write(tmp)
-    os.replace(tmp, path)
+def training_bytes(model_config: ModelConfig, train_config: TrainConfig) -> float:
+    """Estimated peak memory of ``train`` in bytes: float32 weights, gradients and the two AdamW
+    moments; the rotary tables of ``max_length`` positions; per block the activations kept for
+    the backward pass (about 24 floats per token and width unit) and the attention matrix
+    (batch, heads, length, length); the batch itself."""
+    w, v, d = model_config.width, model_config.vocab_size, model_config.depth
+    params = d * (4 * w * w + 2 * model_config.mlp_ratio * w * w + 9 * w) + (2 * v + 1) * w
+    rotary = model_config.max_length * (w // model_config.heads) * 12.0
+    tokens = float(train_config.batch_size) * train_config.length
+    activations = d * tokens * (24.0 * w + 2.0 * model_config.heads * train_config.length) * 4
+    return 16.0 * params + rotary + activations + tokens * (8.0 * v + 32.0)
 
 
 def _check_run_dir(out: Path, language: Language, kind: str, header: dict) -> bool:
@@ -165,16 +177,16 @@ def _check_run_dir(out: Path, language: Language, kind: str, header: dict) -> bo
     lang_path = out / LANGUAGE_FILE
     wanted = _json_roundtrip(language.to_dict())
     if lang_path.exists():
-        if json.loads(lang_path.read_text()) != wanted:
+        if read_json_object(lang_path, "the run's language file") != wanted:
             raise ArgumentError(f"{str(out)!r} already holds a run on a different language; "
                              "use a new output directory")
     else:
-        _write_atomic(lang_path, lambda p: language.save(p))
+        write_atomic(lang_path, lambda p: language.save(p))
     config_path = out / f"{kind}.json"
     if not config_path.exists():
-        _write_atomic(config_path, lambda p: p.write_text(json.dumps(header, indent=2)))
+        write_atomic(config_path, lambda p: p.write_text(json.dumps(header, indent=2)))
         return False
-    old = json.loads(config_path.read_text())
+    old = read_json_object(config_path, "the run's config file")
     for key in ("model", "train"):
         if old.get(key) != header[key]:
             raise ArgumentError(
@@ -195,10 +207,34 @@ def _save(out: Path, model: Transformer, optimizer, step: int, rng: np.random.Ge
         "rng": json.dumps(rng.bit_generator.state),
         "losses": torch.tensor(losses, dtype=torch.float64),
     }
-    _write_atomic(out / f"{kind}.resume.pt", lambda p: torch.save(state, p))
-    _write_atomic(out / f"{kind}.pt", lambda p: torch.save(weights, p))
     info = dict(header, step=step, final_loss=losses[-1] if losses else None)
-    _write_atomic(out / f"{kind}.json", lambda p: p.write_text(json.dumps(info, indent=2)))
+    with deferred_interrupt():
+        write_atomic(out / f"{kind}.resume.pt", lambda p: torch.save(state, p))
+        write_atomic(out / f"{kind}.pt", lambda p: torch.save(weights, p))
+        write_atomic(out / f"{kind}.json", lambda p: p.write_text(json.dumps(info, indent=2)))
+
+
+def _load_checkpoint(path: Path, device: torch.device):
+    """``torch.load(path, weights_only=True)``, refusing an empty, truncated or foreign file
+    with one line (torch reports these with several exception types)."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # any failure to parse the file means a bad file
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ArgumentError(f"{str(path)!r} is not a readable checkpoint ({detail[:200]})"
+                            ) from None
+
+
+def _load_weights(model: Transformer, weights, path: Path) -> None:
+    """``model.load_state_dict(weights)``, refusing weights of another shape (e.g. width)."""
+    if not isinstance(weights, dict):
+        raise ArgumentError(f"{str(path)!r} does not hold model weights")
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as err:
+        detail = " ".join(str(err).split())
+        raise ArgumentError(f"{str(path)!r} does not fit the model config of its run (another "
+                            f"width, depth or vocabulary?): {detail[:200]}") from None
 
 
 def train(
@@ -230,9 +266,24 @@ def train(
     checkpoint_every = check_positive_int("checkpoint_every", checkpoint_every)
     end = train_config.steps if stop_after is None else min(
         train_config.steps, check_positive_int("stop_after", stop_after))
+    check_memory(f"training (length={train_config.length}, batch_size="
+                 f"{train_config.batch_size}, width={model_config.width})",
+                 training_bytes(model_config, train_config), argument="length or batch_size")
     dev = resolve_device(device)
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ArgumentError(f"out {str(out)!r} is a file, not a run directory")
     out.mkdir(parents=True, exist_ok=True)
+    with directory_lock(out, "out"):
+        for stale in out.glob(".tmp-*"):
+            stale.unlink(missing_ok=True)  # left by a killed run; the lock says none is writing
+        return _train_locked(language, model_config, train_config, out, dev, progress,
+                             checkpoint_every, end)
+
+
+def _train_locked(language: Language, model_config: ModelConfig, train_config: TrainConfig,
+                  out: Path, dev: torch.device, progress: bool, checkpoint_every: int, end: int
+                  ) -> TrainResult:
     kind = model_config.kind
     header = {"format": FORMAT_VERSION, "kind": kind, "language": LANGUAGE_FILE,
               "model": _json_roundtrip(model_config.to_dict()),
@@ -245,36 +296,48 @@ def train(
     rng = np.random.default_rng(train_config.seed)
     step, losses = 0, []
     if resume:
-        state = torch.load(out / f"{kind}.resume.pt", map_location=dev, weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        rng.bit_generator.state = json.loads(state["rng"])
-        step, losses = int(state["step"]), state["losses"].tolist()
+        path = out / f"{kind}.resume.pt"
+        state = _load_checkpoint(path, dev)
+        if not isinstance(state, dict) or set(state) != {"model", "optimizer", "step", "rng",
+                                                          "losses"}:
+            raise ArgumentError(f"{str(path)!r} is not a resume checkpoint of mdm_exact")
+        _load_weights(model, state["model"], path)
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+            rng.bit_generator.state = json.loads(state["rng"])
+            step, losses = int(state["step"]), state["losses"].tolist()
+        except (ValueError, TypeError, KeyError, AttributeError) as err:
+            raise ArgumentError(f"{str(path)!r} holds a damaged training state "
+                                f"({type(err).__name__}: {str(err)[:120]})") from None
 
     model.train()
     bar = tqdm(total=train_config.steps, initial=step, disable=not progress, desc=f"train {kind}",
                leave=False)
-    while step < end:
-        x, mask, t = draw_batch(language, train_config, kind, rng)
-        lr = cosine_lr(step, train_config.steps, train_config.lr, train_config.warmup_fraction)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16,
-                            enabled=dev.type == "cuda"):
-            loss = batch_loss(model, torch.from_numpy(x).to(dev), torch.from_numpy(mask).to(dev),
-                              torch.from_numpy(t).float().to(dev))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
-        optimizer.step()
-        losses.append(float(loss.item()))
-        step += 1
-        bar.update(1)
-        if step % 10 == 0:
-            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}", lr=f"{lr:.2e}")
-        if step % checkpoint_every == 0 or step == end:
-            _save(out, model, optimizer, step, rng, losses, header)
-    bar.close()
+    try:
+        while step < end:
+            x, mask, t = draw_batch(language, train_config, kind, rng)
+            lr = cosine_lr(step, train_config.steps, train_config.lr,
+                           train_config.warmup_fraction)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16,
+                                enabled=dev.type == "cuda"):
+                loss = batch_loss(model, torch.from_numpy(x).to(dev),
+                                  torch.from_numpy(mask).to(dev),
+                                  torch.from_numpy(t).float().to(dev))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
+            optimizer.step()
+            losses.append(float(loss.item()))
+            step += 1
+            bar.update(1)
+            if step % 10 == 0:
+                bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}", lr=f"{lr:.2e}")
+            if step % checkpoint_every == 0 or step == end:
+                _save(out, model, optimizer, step, rng, losses, header)
+    finally:
+        bar.close()
     model.eval()
     return TrainResult(model, np.asarray(losses), step, train_config.steps, out)
 
@@ -293,10 +356,12 @@ def load_model(run_dir: str | Path, kind: str = "mdm", device: str | torch.devic
         if not path.exists():
             raise MissingFileError(f"{str(run_dir)!r} has no {path.name} (no trained {kind} "
                                     "model there)")
-    info = json.loads(config_path.read_text())
+    info = read_json_object(config_path, "the run's config file")
+    if "model" not in info:
+        raise ArgumentError(f"{str(config_path)!r} has no model config")
     config = ModelConfig.from_dict(info["model"])
     dev = resolve_device(device)
     model = _build(config, 0)
-    model.load_state_dict(torch.load(weights_path, map_location=dev, weights_only=True))
+    _load_weights(model, _load_checkpoint(weights_path, dev), weights_path)
     model.to(dev).eval()
     return model, load_language(run_dir / LANGUAGE_FILE)

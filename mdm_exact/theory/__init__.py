@@ -45,10 +45,12 @@ from .interval import (
     min_steps_for_ser,
     min_steps_lower_bound,
     oracle_ser,
+    oracle_ser_family,
     pair_error_probability,
     ser_lower_bound,
     ser_lower_bound_tight,
     theorem_c9_bound,
+    theorem_c9_is_vacuous,
 )
 from .literature import (
     MutualInformationProfile,
@@ -122,6 +124,7 @@ __all__ = [
     "new_location_tail_bound",
     "nfe_monte_carlo",
     "oracle_ser",
+    "oracle_ser_family",
     "pair_error_probability",
     "product_kl",
     "separator_tail_bound",
@@ -132,6 +135,7 @@ __all__ = [
     "step_dependency_bound",
     "ter_bound",
     "theorem_c9_bound",
+    "theorem_c9_is_vacuous",
     "total_correlation",
     "total_dependencies",
 ]

@@ -1,14 +1,14 @@
-"""Private helpers of the theory subpackage: argument checks and truncated power series."""
+"""Private helpers of the theory subpackage: argument checks, masses and run lengths."""
 
 from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 
 from ..errors import ArgumentError, ArgumentTypeError
-from ..schedules import MASS_ATOL, DeterministicPlan, FixedCountPlan, Schedule
+from ..policies import is_policy
+from ..schedules import DeterministicPlan, FixedCountPlan, Schedule
 
 
 def check_probability(name: str, value, *, open_low: bool = False, open_high: bool = False):
@@ -30,23 +30,22 @@ def check_nonnegative(name: str, value) -> float:
     return v
 
 
-
-
 def masses_of(schedule) -> np.ndarray:
     """(N,) generation-order masses p^(k) of a ``Schedule`` or of an array summing to 1."""
     if isinstance(schedule, Schedule):
         return schedule.masses
+    if is_policy(schedule):
+        raise ArgumentTypeError(
+            f"schedule must be a Schedule or an array of masses here, got the adaptive policy "
+            f"{schedule.name} (it chooses positions from the state; these statements are about "
+            "state-independent schedules)"
+        )
     if isinstance(schedule, FixedCountPlan | DeterministicPlan):
         raise ArgumentTypeError(
             f"schedule must be a Schedule or an array of masses here, got {type(schedule).__name__}"
             " (positions of a fixed-count or deterministic plan do not choose steps independently)"
         )
-    p = np.asarray(schedule, dtype=np.float64).ravel()
-    if p.size == 0 or not np.all(np.isfinite(p)) or np.any(p < 0):
-        raise ArgumentError("masses must be a non-empty array of finite numbers >= 0")
-    if abs(p.sum() - 1.0) > MASS_ATOL:
-        raise ArgumentError(f"masses must sum to 1, got {p.sum()!r}")
-    return p
+    return Schedule(schedule).masses  # the same checks: real, finite, >= 0, summing to 1
 
 
 def step_sizes(steps: np.ndarray, num_steps: int) -> np.ndarray:
@@ -64,60 +63,3 @@ def run_lengths(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     starts = np.flatnonzero(np.concatenate([[True], v[1:] != v[:-1]]))
     counts = np.diff(np.concatenate([starts, [v.size]]))
     return v[starts], counts.astype(np.int64)
-
-
-@numba.njit(cache=True)
-def _truncated_mul(a, b):
-    degree = a.size - 1
-    out = np.zeros(degree + 1)
-    for i in range(degree + 1):
-        if a[i] == 0.0:
-            continue
-        for j in range(degree + 1 - i):
-            out[i + j] += a[i] * b[j]
-    return out
-
-
-@numba.njit(cache=True)
-def _times_power(out, base, e):
-    """out * base^e modulo z^(d+1), by repeated squaring."""
-    base = base.copy()
-    while e > 0:
-        if e & 1:
-            out = _truncated_mul(out, base)
-        e >>= 1
-        if e > 0:
-            base = _truncated_mul(base, base)
-    return out
-
-
-@numba.njit(cache=True)
-def truncated_product(factors, powers):
-    """prod_r factors[r](z) ** powers[r] modulo z^(d+1), by repeated squaring per row.
-
-    factors: (R, d+1) power-series coefficients, all >= 0 (so nothing cancels); powers: (R,).
-    """
-    out = np.zeros(factors.shape[1])
-    out[0] = 1.0
-    for r in range(factors.shape[0]):
-        out = _times_power(out, factors[r], powers[r])
-    return out
-
-
-@numba.njit(cache=True)
-def schedule_series(masses, powers, weights):
-    """prod_k (sum_c weights[c] (p_k z)^c) ** powers[k] modulo z^(d+1), d = weights.size - 1.
-
-    Builds each factor inside the loop so that an (N, d+1) table is never materialised.
-    """
-    degree = weights.size - 1
-    out = np.zeros(degree + 1)
-    out[0] = 1.0
-    factor = np.empty(degree + 1)
-    for r in range(masses.size):
-        pc = 1.0
-        for c in range(degree + 1):
-            factor[c] = weights[c] * pc
-            pc *= masses[r]
-        out = _times_power(out, factor, powers[r])
-    return out

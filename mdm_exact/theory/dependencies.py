@@ -28,12 +28,13 @@ Algorithm, per instance (numba, O(L log L + N) time, O(L + N) memory):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numba
 import numpy as np
 
-from .._utils import check_positive_int
+from .._utils import check_positive_int, format_count, int_times
 from ..errors import ArgumentError, ArgumentTypeError
 from ._common import step_sizes
 
@@ -135,10 +136,20 @@ def multi_token_kl_bound(num_tokens: int, vocab_size: int, marginal_kl) -> float
     """
     k = check_positive_int("num_tokens", num_tokens, 1)
     v = check_positive_int("vocab_size", vocab_size, 1)
-    kls = np.broadcast_to(np.asarray(marginal_kl, dtype=np.float64), (k,))
-    if np.any(kls < 0) or np.any(np.isnan(kls)):
-        raise ArgumentError("marginal_kl must be >= 0")
-    return float((k - 1) * np.log(v) + kls.sum())
+    kls = np.asarray(marginal_kl, dtype=np.float64)
+    if not np.all(np.isfinite(kls) & (kls >= 0)):
+        raise ArgumentError("marginal_kl must be finite and >= 0")
+    if kls.ndim == 0:  # one number for each of the k tokens: k * delta, for any int k
+        total = int_times(k - 1, math.log(v)) + int_times(k, float(kls))
+    elif kls.shape == (k,):
+        total = int_times(k - 1, math.log(v)) + float(kls.sum())
+    else:
+        raise ArgumentError(f"marginal_kl must be one number or have shape ({k},), got shape "
+                            f"{kls.shape}")
+    if not math.isfinite(total):
+        raise ArgumentError(f"num_tokens={format_count(k)} is too large: the bound exceeds the "
+                            "float range")
+    return float(total)
 
 
 # ------------------------------------------------------------------------------ B.4 - B.7

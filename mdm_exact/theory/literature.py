@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._utils import check_positive_int
+from .._utils import check_memory, check_positive_int, format_count, int_times
 from ..errors import ArgumentError, ArgumentTypeError
 from ..estimate import Estimate, exact, mean_interval
 from ..languages import Language
@@ -89,6 +89,10 @@ def mutual_information_profile(
         mi = np.maximum(h_i - cond, 0.0)
         return MutualInformationProfile(h_i, cond, mi, exact(mi.sum()), "exact")
     num = check_positive_int("num_samples", num_samples, 2)
+    # the draws, one masked copy and its (num, L, V) posterior at a time, twice for temporaries
+    check_memory(f"mutual_information_profile by Monte Carlo at length={format_count(length)}",
+                 int_times(length, 8.0 * num * (4 + 2 * language.vocab_size)),
+                 argument="length or num_samples")
     masked = np.full((1, length), -1, dtype=np.int64)
     marg = posterior_marginals(language, masked)[0]
     h_i = np.array([_entropy(row) for row in marg])
@@ -114,13 +118,23 @@ def li_cai_bound(
 ) -> float:
     """Li & Cai (arXiv 2505.21400) [recalled]: E_tau KL(q || p_tau) <= (2^ceil(log2 s_max) - 1)
     / L * sum_i I(X_i; X_-i) + eps_train, with s_max = ``max_revealed`` the largest number of
-    positions revealed in one step. Nats (the unit of the inputs)."""
+    positions revealed in one step (at most L). Nats (the unit of the inputs).
+
+    ceil(log2 s_max) is taken exactly from the bit length of s_max - 1, and the factor
+    (2^ceil(log2 s_max) - 1) / L < 2 as an exact ratio of ints, so any L is fine."""
     total = check_nonnegative("mutual_information_sum", mutual_information_sum)
     length = check_positive_int("length", length, 1)
     s_max = check_positive_int("max_revealed", max_revealed, 1)
+    if s_max > length:
+        raise ArgumentError(f"max_revealed must be <= length={format_count(length)} (a step "
+                            f"reveals at most L positions), got {format_count(s_max)}")
     eps = check_nonnegative("eps_train", eps_train)
-    factor = 2 ** math.ceil(math.log2(s_max)) - 1
-    return factor / length * total + eps
+    factor = 2 ** (s_max - 1).bit_length() - 1
+    value = factor / length * total + eps
+    if not math.isfinite(value):
+        raise ArgumentError(f"mutual_information_sum={total!r} makes the bound exceed the float "
+                            "range")
+    return value
 
 
 class _SubsetEntropy:

@@ -11,11 +11,13 @@ THEORY.md's when (n-1) | L.
 from __future__ import annotations
 
 import math
+import reprlib
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 
-from .._utils import check_positive_int
+from .._utils import check_memory, check_positive_int, format_count, int_times
 from ..errors import ArgumentError, ArgumentTypeError
 from ..estimate import Estimate, mean_interval, wilson_interval
 from ..schedules import Schedule, paper_ngram_extra_steps
@@ -25,6 +27,24 @@ from .dependencies import separators, total_dependencies
 DRAW_BUDGET = 2**23
 """Positions drawn at once by the Monte-Carlo helpers (bounds their memory to ~200 MiB)."""
 
+BYTES_PER_DRAWN_POSITION = 96
+"""Peak bytes per drawn position of the Monte-Carlo helpers: the uniforms and step indices of
+``draw_steps`` and the int64 work arrays of the separator / dependency kernel."""
+
+
+def _all_finite(value, length: int, what: str):
+    """``value``, or a refusal naming ``length`` when some entry leaves float range."""
+    if not np.all(np.isfinite(value)):
+        raise ArgumentError(f"length={format_count(length)} is too large: {what} exceeds the "
+                            "float range")
+    return value
+
+
+def _check_draw_memory(what: str, num: int, length: int) -> None:
+    rows = max(1, min(num, DRAW_BUDGET // length))
+    check_memory(f"{what} at length={format_count(length)}",
+                 int_times(length, float(rows * BYTES_PER_DRAWN_POSITION)), argument="length")
+
 
 def dependency_kl_bound(dependencies, length: int, vocab_size: int, eps_learning: float):
     """Lemmas B.8 and B.9 [derived]: KL(q || p_tau) <= D_tau log|V| + L eps_learning for one
@@ -33,11 +53,20 @@ def dependency_kl_bound(dependencies, length: int, vocab_size: int, eps_learning
     length = check_positive_int("length", length, 1)
     v = check_positive_int("vocab_size", vocab_size, 1)
     eps = check_nonnegative("eps_learning", eps_learning)
-    d = np.asarray(dependencies, dtype=np.float64)
-    if np.any(d < 0):
-        raise ArgumentError("dependencies must be >= 0")
-    out = d * math.log(v) + length * eps
+    d = _nonnegative_array("dependencies", dependencies)
+    out = _all_finite(d * math.log(v) + int_times(length, eps), length, "L eps_learning")
     return float(out) if out.ndim == 0 else out
+
+
+def _nonnegative_array(name: str, values) -> np.ndarray:
+    try:
+        arr = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        raise ArgumentError(f"{name} must be finite numbers >= 0, got "
+                            f"{reprlib.repr(values)}") from None
+    if not np.all(np.isfinite(arr) & (arr >= 0)):
+        raise ArgumentError(f"{name} must be finite numbers >= 0, got {reprlib.repr(values)}")
+    return arr
 
 
 # ------------------------------------------------------------------------------ Lemma B.10
@@ -65,7 +94,8 @@ def separator_tail_bound(length: int, n: int, revealed_before) -> ChernoffTail:
     ``revealed_before``: P^(k), scalar or (N,)."""
     length = check_positive_int("length", length, 1)
     n = check_positive_int("n", n, 2)
-    mean = _blocks(length, n) * np.asarray(revealed_before, dtype=np.float64) ** (n - 1)
+    powers = np.asarray(revealed_before, dtype=np.float64) ** (n - 1)
+    mean = _all_finite(int_times(_blocks(length, n), powers), length, "L (P^(k))^(n-1)")
     return ChernoffTail(mean / 2.0, np.exp(-mean / 8.0))
 
 
@@ -73,8 +103,8 @@ def new_location_tail_bound(length: int, mass) -> ChernoffTail:
     """Lemma B.10, second bound [derived]: Pr[m_k >= 2 L p^(k)] <= exp(-L p^(k) / 3),
     m_k ~ Bin(L, p^(k)). ``mass``: p^(k), scalar or (N,)."""
     length = check_positive_int("length", length, 1)
-    mu = length * np.asarray(mass, dtype=np.float64)
-    return ChernoffTail(2.0 * mu, np.exp(-mu / 3.0))
+    mu = int_times(length, np.asarray(mass, dtype=np.float64))
+    return ChernoffTail(_all_finite(2.0 * mu, length, "2 L p^(k)"), np.exp(-mu / 3.0))
 
 
 @dataclass(frozen=True)
@@ -109,6 +139,7 @@ def chernoff_check(
     length = check_positive_int("length", length, 1)
     n = check_positive_int("n", n, 2)
     num = check_positive_int("num_samples", num_samples, 1)
+    _check_draw_memory("chernoff_check", num, length)
     rng = np.random.default_rng(seed)
     p, big_p = schedule.masses, schedule.revealed_before
     sep = separator_tail_bound(length, n, big_p)
@@ -149,12 +180,11 @@ def case3_expected_dependencies(separators, new_locations):
 
     The uniform-order assumption is a heuristic (Ambiguity 3); it matches the real process
     within about 1% (THEORY.md §10.3). Broadcasts."""
-    s = np.asarray(separators, dtype=np.float64)
-    m = np.asarray(new_locations, dtype=np.float64)
-    if np.any(s < 0) or np.any(m < 0):
-        raise ArgumentError("separators and new_locations must be >= 0")
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = np.where(m > 1, m * (m - 1) / np.maximum(s + m, 1.0), 0.0)
+    s = _nonnegative_array("separators", separators)
+    m = _nonnegative_array("new_locations", new_locations)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        # m (m-1) / (s+m) = (m-1) * (m / (s+m)): no overflow of m^2 for large counts
+        out = np.where(m > 1, (m - 1) * (m / np.maximum(s + m, 1.0)), 0.0)
     return float(out) if out.ndim == 0 else out
 
 
@@ -183,12 +213,14 @@ def step_dependency_bound(schedule, length: int, n: int) -> DependencyBound:
     n = check_positive_int("n", n, 2)
     p = masses_of(schedule)
     big_p = np.concatenate([[0.0], np.cumsum(p)[:-1]])
-    mu = length * p
+    mu = _all_finite(int_times(length, p), length, "L p^(k)")
     sep = separator_tail_bound(length, n, big_p)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         main = np.where(mu > 0, (2.0 * mu) ** 2 / sep.threshold, 0.0)
     separator_tail = 2.0 * mu * sep.bound
     count_tail = (2.0 * mu + 3.0) * np.exp(-mu / 3.0)
+    # inf where P^(k) = 0 (the first step) is the bound's own value; elsewhere it is overflow
+    _all_finite(main[sep.threshold > 0], length, "Lemma B.11's main term 8(n-1) L p^2 / P^(n-1)")
     bound = np.minimum(main + separator_tail + count_tail, mu)
     return DependencyBound(main, separator_tail, count_tail, bound)
 
@@ -199,13 +231,17 @@ def step_dependency_bound(schedule, length: int, n: int) -> DependencyBound:
 def min_length(n: int, eps) -> int:
     """Lemma B.12 [ours, Schedule A]: L_0 = ceil(max{8(n-1) ln(4/eps) / eps^(n-1),
     3 ln(10/eps) M / (1 - eps), M}) with M = ceil(4(n-1)(1-eps)^2 / eps^n); L_0 =
-    O((n-1) / eps^(n+1/2)) (<= 27.7 (n-1) / eps^(n+1/2) up to rounding)."""
+    O((n-1) / eps^(n+1/2)) (<= 27.7 (n-1) / eps^(n+1/2) up to rounding).
+
+    An exact int of any size (refused where M is, see ``paper_ngram_extra_steps``): eps and its
+    powers are exact rationals of the decimal eps, only the two logarithms are floats."""
     n = check_positive_int("n", n, 2)
     m = paper_ngram_extra_steps(n, eps)
-    e = float(eps)
-    return math.ceil(
-        max(8 * (n - 1) * math.log(4 / e) / e ** (n - 1), 3 * math.log(10 / e) * m / (1 - e), m)
-    )
+    exact = eps if isinstance(eps, Fraction) else Fraction(str(eps))
+    e = float(exact)
+    first = Fraction(8 * (n - 1) * math.log(4 / e)) / exact ** (n - 1)
+    second = Fraction(3 * math.log(10 / e)) * m / (1 - exact)
+    return math.ceil(max(first, second, m))
 
 
 SCHEDULES = ("A", "B")
@@ -248,6 +284,7 @@ def excess_monte_carlo(
     length = check_positive_int("length", length, 1)
     n = check_positive_int("n", n, 2)
     num = check_positive_int("num_samples", num_samples, 2)
+    _check_draw_memory("excess_monte_carlo", num, length)
     rng = np.random.default_rng(seed)
     chunk = max(1, DRAW_BUDGET // length)
     values = []
@@ -281,7 +318,8 @@ def ter_bound(
     e = check_probability("eps", eps, open_low=True, open_high=True)
     v = check_positive_int("vocab_size", vocab_size, 1)
     eps_l = check_nonnegative("eps_learning", eps_learning)
-    if not (base > 0 and base != 1):
-        raise ArgumentError(f"base must be positive and != 1, got {base!r}")
+    if isinstance(base, bool) or not (isinstance(base, int | float | np.integer | np.floating)
+                                      and math.isfinite(base) and base > 1):
+        raise ArgumentError(f"base must be a finite number > 1, got {base!r}")
     gap = eps_l + 4.0 * e * math.log(v) / math.log(base)
     return TERBound(gap, min_length(n, eps), b12_num_steps(n, eps))
