@@ -39,6 +39,8 @@ TARGET_SIZE = (256, 16)
 FULL_LENGTHS = (64, 128, 256, 512)
 QUICK_LENGTHS = (32, 64)
 STEPS = (16, 64)
+BUSY_OTHER_CPUS = 0.25
+"""Other processes using more CPU than this during a timed run mark the run as shared."""
 
 
 def per_core(lang, x: np.ndarray, steps: int, repeats: int, budget: float) -> dict:
@@ -111,6 +113,18 @@ def docs_section(report: dict) -> str:
     exps = ", ".join(f"N = {k}: {v:.2f}" if v is not None else f"N = {k}: n/a"
                      for k, v in report["exponents"].items())
     t = report["threaded"]
+    loads = [r["other_load_cpus"] for pts in report["per_core"].values() for p in pts
+             for r in p["runs"] if r["other_load_cpus"] is not None]
+    shared = ""
+    if loads and max(loads) > BUSY_OTHER_CPUS:
+        # The widest spread among the runs long enough for a warm-up hiccup not to matter.
+        points = [p for pts in report["per_core"].values() for p in pts]
+        long_runs = [p for p in points if p["best_s"] >= 0.5 and len(p["times_s"]) > 1]
+        spread = max(long_runs or points, key=lambda p: max(p["times_s"]) / min(p["times_s"]))
+        shared = (f"\n**The machine was shared during this run** (other processes used up to "
+                  f"{max(loads):.2f} CPUs of {m['usable_cpus']}), so the times are pessimistic "
+                  f"and noisy: the runs at L = {spread['length']}, N = {spread['steps']} took "
+                  + ", ".join(_fmt_s(v) for v in spread["times_s"]) + ".\n")
     return f"""## Interval DP
 
 `python benchmarks/bench_chain_likelihood.py` (raw numbers:
@@ -131,7 +145,7 @@ the innermost loop, a vectorised axpy over up to L segments sharing a right end,
 per element as it gets longer (the "ns per multiply-add" column).
 Threads over rows: {t['rows']} sequences at L = {t['length']}, N = {t['steps']} on {t['threads']}
 threads took {t['wall_s']:.2f} s wall, {t['per_sequence_s']:.2f} s per sequence.{skipped}
-
+{shared}
 Machine: {m['cpu_model']}, {m['usable_cpus']} usable of {m['logical_cpus']} logical CPUs,
 {m['platform']}; Python {m['python']}, numpy {m['numpy']}, numba {m['numba']}
 ({m['numba_threads']} threads, {m['numba_threading_layer']} layer). Run {report['timestamp']},

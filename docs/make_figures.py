@@ -1,7 +1,8 @@
 """Regenerate the figures shown in the documentation: ``python docs/make_figures.py [--quick]``.
 
-Writes ``docs/_static/figures/{fig1,theorem-4.4,theorem-4.2}.png`` with the full settings of
-``mdm_exact.plotting`` (Fig. 1 at L = 512 takes tens of minutes on two cores; the others about a
+Writes ``docs/_static/figures/{fig1,theorem-4.4,theorem-4.2,policies}.png`` with the full
+settings of ``mdm_exact.plotting`` (Fig. 1 at L = 512 takes tens of minutes on two cores, the
+policies figure about 5 minutes of one core, theorem-4.2 about four, theorem-4.4 about a
 minute). ``--quick`` renders the reduced versions in seconds, e.g. to check the layout.
 """
 

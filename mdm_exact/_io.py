@@ -19,8 +19,7 @@ from pathlib import Path
 from ._utils import json_ready
 from .errors import ArgumentError, MissingFileError
 
-
-_UMASK = os.umask(0o022)
+_UMASK = os.umask(0o022)  # the process umask: reading it means setting it, so set it back
 os.umask(_UMASK)
 
 

@@ -18,8 +18,9 @@ masked at step k + 1. Walking c from r - 1 down to l,
     M(c, t) = (1 - h_k)^(t-c-1) G(c, t, k+1),
 
 G(l, r, k) = W(l), G(l, l+1, k) = 1, G(l, r, N+1) = 0 for r > l + 1, and p(x) = G(-1, L, 1).
-M depends on the step only, so each (l, r) costs one triangular solve of dot products:
-O(N L^4 / 24) multiply-adds per sequence.
+M depends on the step only, so each (l, r) costs one triangular solve, and the solves of all l
+sharing a right end r run side by side (an axpy over l innermost): O(N L^4 / 24) multiply-adds
+per sequence.
 
 Off the support of q. A revealed state whose tokens are jointly impossible makes the Oracle
 uniform at every position (``sampling.Oracle``), a global switch. For x outside supp q,
@@ -202,10 +203,9 @@ def _plain_step(h, rate, first, reach, a, scale, fp, fp_base, offsets, m_tab, f_
                 wc[li] = start
             for t in range(c + 1, min(ri, c + 1 + reach)):
                 mct = m_tab[c, t]
-                if mct != 0.0:
-                    urow = u_tab[t]
-                    for li in range(hi):
-                        wc[li] += mct * urow[li]
+                urow = u_tab[t]
+                for li in range(hi):
+                    wc[li] += mct * urow[li]
             if c <= top:
                 g_new[c, ri] = wc[c] if a[c, ri] > 0.0 else 0.0
             frow = f_tab[c]
@@ -279,15 +279,14 @@ def _split_step(h, rate, first, reach, a, scale, fp, fp_base, offsets, mg, mb, f
             for t in range(c + 1, min(ri, c + 1 + reach)):
                 g_ct = mg[c, t]
                 b_ct = mb[c, t]
-                if g_ct != 0.0 or b_ct != 0.0:
-                    grow = ug[t]
-                    brow = ub[t]
-                    arow = uany[t]
-                    for li in range(hi):
-                        wg[li] += g_ct * grow[li]
-                        # At least one bad pair: bad here and anything after, or good here and
-                        # bad after.
-                        wb[li] += b_ct * arow[li] + g_ct * brow[li]
+                grow = ug[t]
+                brow = ub[t]
+                arow = uany[t]
+                for li in range(hi):
+                    wg[li] += g_ct * grow[li]
+                    # At least one bad pair: bad here and anything after, or good here and bad
+                    # after.
+                    wb[li] += b_ct * arow[li] + g_ct * brow[li]
             if c <= top:
                 ok = a[c, ri] > 0.0
                 good_new[c, ri] = wg[c] if ok else 0.0
@@ -319,26 +318,26 @@ def _off_support_row(a, scale, hz, fp, fp_base, offsets, log_fallback):
     epow = np.empty(n)
     wg = np.empty(n)
     wb = np.empty(n)
-    cum = np.zeros(n)
     total_log = -np.inf
+    # The fallback factors, scaled by their mean log (over the positions where they are > 0).
     d0 = 0.0
+    count = 0
     for t in range(1, n - 1):
-        d0 += log_fallback[t]
-    d0 /= n - 2
+        if log_fallback[t] > -np.inf:
+            d0 += log_fallback[t]
+            count += 1
+    d0 = d0 / count if count else 0.0
+    fall = np.zeros(n)
     for t in range(1, n - 1):
-        cum[t] = cum[t - 1] + log_fallback[t] - d0
-    cum[n - 1] = cum[n - 2]
+        fall[t] = math.exp(log_fallback[t] - d0)
     for s in range(n_eff):
         # After step s every position still masked takes its fallback marginal.
         rate = 0.0 if s == n_eff - 1 else d0
         for c in range(n - 1):
+            uct = 1.0  # the product of fall over c < j < t
             for t in range(c + 1, n):
-                if t == c + 1:
-                    uct = 1.0
-                elif s == n_eff - 1:
-                    uct = 0.0
-                else:
-                    uct = math.exp(cum[t - 1] - cum[c])
+                if t > c + 1:
+                    uct = 0.0 if s == n_eff - 1 else uct * fall[t - 1]
                 if a[c, t] > 0.0:
                     good[c, t] = uct
                     bad[c, t] = 0.0
@@ -476,7 +475,7 @@ def chain_log_likelihood(language: Language, plan, x, denoiser=None, *, max_byte
     n = length + 2
     threads = numba.get_num_threads()
     offsets, size = _offsets(length)
-    per_thread = 8.0 * (10 * n * n + 6 * n)
+    per_thread = 8.0 * (12 * n * n + 8 * n)  # the off-support path's tables, the larger
     check_memory(f"the interval DP at L={length} ({threads} threads)",
                  threads * per_thread + 8.0 * (length + 1) * (vocab * vocab + vocab), max_bytes,
                  argument="length")
@@ -489,7 +488,7 @@ def chain_log_likelihood(language: Language, plan, x, denoiser=None, *, max_byte
     powers, mu = _powers(initial, transition, length)
     live = np.flatnonzero(schedule.masses > 0)
     hz = schedule.hazards[live].copy()
-    hz[-1] = 1.0  # the last non-empty step reveals whatever is left (exactly, by construction)
+    hz[-1] = 1.0  # the last non-empty step reveals whatever is left (hazards already say so)
 
     # Per-position scale: log q(x_t | x_{t-1}) where positive, else the fallback marginal's log.
     step = np.concatenate([initial[tokens[:, :1]], transition[tokens[:, :-1], tokens[:, 1:]]],
@@ -501,10 +500,11 @@ def chain_log_likelihood(language: Language, plan, x, denoiser=None, *, max_byte
         fallback = perturb_toward(np.full(vocab, 1.0 / vocab), *perturbation)[0]
     fall = fallback[tokens]
     with np.errstate(divide="ignore"):
-        sigma = np.where(step > 0, np.log(np.where(step > 0, step, 1.0)), np.log(fall))
-        log_fallback = np.zeros((batch, n))
-        log_fallback[:, 1:-1] = np.log(fall) - sigma
-    sigma = np.where(np.isfinite(sigma), sigma, 0.0)
+        log_fall = np.log(fall)
+    sigma = np.where(step > 0, np.log(np.where(step > 0, step, 1.0)),
+                     np.where(fall > 0, log_fall, 0.0))
+    log_fallback = np.zeros((batch, n))
+    log_fallback[:, 1:-1] = log_fall - sigma
 
     if perturbation is None:
         return _dp_kernel(tokens, valid, powers, mu, sigma, log_fallback, hz, np.zeros(0),

@@ -196,7 +196,7 @@ def _cmd_exact(args) -> int:
 
     lang = _language(args)
     plan = _plan(args, args.length)
-    m = exact_metrics(lang, plan, args.length, _denoiser(args, lang))
+    m = exact_metrics(lang, plan, args.length, _denoiser(args, lang), progress=True)
     data = {**m.as_dict(), "plan": repr(plan), "language": repr(lang)}
     if args.json:
         _print_json(data)
@@ -457,13 +457,18 @@ def _cmd_bound(args) -> int:
     sched = (Schedule.paper_ngram(args.n, args.eps) if which == "A"
              else Schedule.adaptive_ngram(args.n, args.eps))
     bits = bound.gap / math.log(2)
+    if args.json:  # Python objects and text of every run and alpha: about 700 and 80 bytes
+        check_memory(f"the --json listing of the schedule's {sched.num_runs} runs of masses and "
+                     f"{sched.num_steps + 1} alphas (raise eps or lower n, or drop --json)",
+                     700.0 * sched.num_runs + 80.0 * sched.num_steps)
     data = {
         "n": args.n, "eps": args.eps, "vocab": args.vocab, "schedule": args.schedule,
         "steps": sched.num_steps, "min_length": l0,
         "ter_bound": {"nats": bound.gap, "bits": bits,
                       "statement": "log TER(p) - log TER(q) <= eps_learning + 4 eps log|V|"},
         "eps_learning": args.eps_learning,
-        "masses": [{"mass": m, "count": c} for m, c in sched.runs()],
+        "masses": ([{"mass": m, "count": c} for m, c in sched.runs()] if args.json
+                   else sched.runs(6)),
         "alphas": sched.alphas.tolist() if args.json else None,
         "expected_nfe": sched.expected_nfe(at),
     }
@@ -476,9 +481,9 @@ def _cmd_bound(args) -> int:
     print(f"Lemma B.12 / Theorem 4.2 for n = {args.n}, eps = {args.eps:g}, |V| = {args.vocab}")
     print(f"  schedule        {label}")
     print(f"  steps N         {sched.num_steps}")
-    runs = sched.runs()
-    more = " ..." if len(runs) > 6 else ""
-    print(f"  masses p^(k)    {', '.join(f'{c} x {m:.6g}' for m, c in runs[:6])}{more}")
+    more = f" ... ({sched.num_runs} runs)" if sched.num_runs > 6 else ""
+    runs = ", ".join(f"{c} x {m:.6g}" for m, c in data["masses"])
+    print(f"  masses p^(k)    {runs}{more}")
     print(f"  min length L_0  {l0}")
     print(f"  expected NFE    {data['expected_nfe']:.1f} at L = {at} (ddpm_cache)")
     print(f"  TER guarantee   log TER(p) - log TER(q) <= {bound.gap:.6g} nats "
@@ -638,13 +643,6 @@ class _Parser(argparse.ArgumentParser):
         raise _UsageError(f"{message} (see {self.prog} --help)")
 
 
-def _raiser(err: Exception):
-    def run(_args) -> int:
-        raise err
-
-    return run
-
-
 def _add_torch_verbs(sub, command: str | None, full: bool) -> None:
     """``train`` / ``evaluate`` import torch, so their arguments are only built when the verb is
     used (or ``full``, for the documentation): ``mdm-exact bound`` stays fast."""
@@ -654,9 +652,9 @@ def _add_torch_verbs(sub, command: str | None, full: bool) -> None:
             continue
         try:
             from .nn import commands
-        except ImportError as err:
-            p.set_defaults(func=_raiser(err))
-            p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+        except ImportError:
+            if command == name:
+                raise  # ``main`` turns a missing torch into a one-line hint
             continue
         getattr(commands, add_name)(p)
         p.set_defaults(func=getattr(commands, run_name))

@@ -239,7 +239,7 @@ def _by_steps(plan: Plan, pairs: _Pairs, size: int, length: int, progress: bool)
     return vec
 
 
-def _composition_cost(plan: Plan, length: int) -> bool:
+def _use_compositions(plan: Plan, length: int) -> bool:
     """Whether a Schedule runs faster through its compositions (see ``_by_compositions``):
     2^L - 1 pushes instead of one per non-empty step."""
     if not isinstance(plan, Schedule) or length > 20:
@@ -329,7 +329,7 @@ def _log_distribution(plan: Plan, tables: _Tables, vocab_size: int, progress: bo
     product stays above ``TINY``, else log space."""
     length = tables.states.shape[1]
     size = tables.states.shape[0]
-    run = _by_compositions if _composition_cost(plan, length) else _by_steps
+    run = _by_compositions if _use_compositions(plan, length) else _by_steps
     vec = None
     for log in (False, True):
         pairs = _pairs(tables, vocab_size, log)
@@ -419,10 +419,13 @@ class ExactMetrics:
 
     ``kl``: KL(q || p) per sequence; ``log_ter``: eq. 4, E_q[-log p(x)] / L = (H + KL) / L;
     ``log_ter_q``: the optimum H / L; ``gen_log_ppl``: E_p[-log q(x)] / L (inf if p leaves
-    supp q); ``ser``: eq. 5, 1 - p(supp q); ``jensen_bound``: E_tau KL(q || p_tau) per sequence
-    (Lemma B.2); ``gap``: jensen_bound - kl >= 0; ``entropy``: H(q) per sequence. Under an
-    adaptive policy ``jensen_bound`` and ``gap`` are None: the bound is defined for
-    state-independent plans only.
+    supp q); ``ser``: eq. 5, p(outside supp q), summed over the sequences outside the support
+    (so an exact 0 is 0.0); ``jensen_bound``: E_tau KL(q || p_tau) per sequence (Lemma B.2);
+    ``gap``: jensen_bound - kl >= 0 (0 when both are infinite); ``entropy``: H(q) per
+    sequence; ``total_mass``: sum of p (1 up to rounding, reported within [0, 1]). Every field
+    lies in its domain: probabilities in [0, 1], the others >= 0. Under an adaptive policy
+    ``jensen_bound`` and ``gap`` are None: the bound is defined for state-independent plans
+    only.
     """
 
     kl: float
@@ -478,7 +481,7 @@ def exact_metrics(
         gen_log_ppl=seq["gen_log_ppl"],
         ser=seq["ser"],
         jensen_bound=jensen,
-        gap=jensen - kl,
+        gap=0.0 if math.isinf(kl) else jensen - kl,
         entropy=entropy,
         length=length,
         total_mass=seq["total_mass"],

@@ -10,6 +10,11 @@ Every language exposes the same interface (THEORY.md §2, §8):
 - ``entropy(length)`` -> ``Estimate`` of H(q) over sequences of that length, in nats;
 - ``as_hmm()`` -> the equivalent ``HMM``; ``save(path)`` to JSON or ``.npz``.
 
+Tables are validated, never coerced: real numbers only (bool, complex, strings refused), finite,
+non-negative, rows summing to 1. Positive entries may be arbitrarily small, subnormal included:
+rows whose scaled forward-backward would leave the float range are recomputed in log space
+(``mdm_exact.posterior.TINY``), so ``log_prob`` is finite exactly where ``in_support`` is True.
+
 Random generators follow Algorithms 1 and 2 of Appendix E.1 (reconstructed; see THEORY.md §8 and
 Ambiguity 15 for the temperature parameterisation) and ``preset`` gives the Table 1 languages.
 """

@@ -22,7 +22,7 @@ import inspect
 import math
 import textwrap
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -384,7 +384,10 @@ class Theorem42Data:
     ``b9``: Lemma B.9's E[D_tau] log|V| / L from the Monte-Carlo excess (with interval);
     ``b11``: the analytic Lemma B.11/B.12 bound on it; ``li_cai``: Li & Cai's bound (step sizes
     averaged over the schedule, information profile by Monte Carlo); ``theorem``: 4 eps log|V|,
-    Theorem 4.2's guarantee for L >= ``min_length``.
+    Theorem 4.2's guarantee for L >= ``min_length``; ``kl_lengths``: L with the true KL(q || p) / L
+    ``true_kl`` (exact log q(x) - log p(x) per sample by the interval DP, mean of ``kl_samples``
+    draws x ~ q, with interval) and the lower bound -log(1 - SER) / L ``ser_lower`` (SER from
+    ``num_samples`` sampled sequences, Wilson interval carried through).
     """
 
     n: int
@@ -409,6 +412,14 @@ class Theorem42Data:
     num_samples: int
     information_samples: int
     seed: int
+    kl_lengths: tuple[int, ...] = ()
+    true_kl: np.ndarray = field(default_factory=lambda: np.empty(0))
+    true_kl_low: np.ndarray = field(default_factory=lambda: np.empty(0))
+    true_kl_high: np.ndarray = field(default_factory=lambda: np.empty(0))
+    ser_lower: np.ndarray = field(default_factory=lambda: np.empty(0))
+    ser_lower_low: np.ndarray = field(default_factory=lambda: np.empty(0))
+    ser_lower_high: np.ndarray = field(default_factory=lambda: np.empty(0))
+    kl_samples: int = 0
 
 
 def _li_cai_average(information: float, schedule: Schedule, length: int,
@@ -431,6 +442,8 @@ def figure_theorem_4_2_data(
     lengths: Sequence[int] | None = None,
     num_samples: int | None = None,
     information_samples: int | None = None,
+    kl_lengths: Sequence[int] | None = None,
+    kl_samples: int | None = None,
     seed: int = 0,
     progress: bool = False,
 ) -> Theorem42Data:
@@ -441,16 +454,23 @@ def figure_theorem_4_2_data(
     - the unbiased Monte-Carlo E_tau KL(q || p_tau) / L at larger L (``jensen_bound``);
     - Lemma B.9's bound E[D_tau] log|V| / L (``theory.ngram.excess_monte_carlo``) and its
       analytic bound (``excess_bound_per_token``), Li & Cai's bound (``li_cai_bound`` with
-      ``mutual_information_profile``) and Theorem 4.2's 4 eps log|V| (``ter_bound``).
+      ``mutual_information_profile``) and Theorem 4.2's 4 eps log|V| (``ter_bound``);
+    - the true KL(q || p) / L at ``kl_lengths`` (``likelihood.kl_estimate``: exact log p(x) per
+      sample by the interval DP, ``kl_samples`` draws) and the lower bound -log(1 - SER) / L
+      (``likelihood.ser_kl_lower_bound``).
 
     Defaults: exact L = 2..5, L = 8, 16, ..., 1024, 256 samples for the Jensen bound and the
-    excess, 16 for the information profile (whose cost grows like L^2); ``quick``: exact L = 2,
-    3, L = 8, 16, 32, 64, 64 and 8 samples. ``progress``: a tqdm bar over L on stderr.
+    excess, 16 for the information profile (whose cost grows like L^2), true KL at L = 8, ...,
+    256 with 32 samples (its cost grows like N L^4: about a minute at L = 256 on two cores);
+    ``quick``: exact L = 2, 3, L = 8, 16, 32, 64, 64 and 8 samples, true KL at L = 8, 16 with 8
+    samples. ``progress``: a tqdm bar over L on stderr.
     """
     from tqdm.auto import tqdm
 
     from .exact import exact_metrics
-    from .metrics import jensen_bound
+    from .likelihood import kl_estimate, ser_kl_lower_bound
+    from .metrics import jensen_bound, sequence_error_rate
+    from .sampling import sample
     from .theory.literature import mutual_information_profile
     from .theory.ngram import excess_bound_per_token, excess_monte_carlo, min_length, ter_bound
 
@@ -486,10 +506,24 @@ def figure_theorem_4_2_data(
                      ex.value * math.log(v), ex.low * math.log(v), ex.high * math.log(v),
                      excess_bound_per_token(sched_a, length, n) * math.log(v), li_cai))
     cols = np.array(rows).T if rows else np.empty((8, 0))
+    if kl_lengths is None:
+        kl_lengths = (8, 16) if quick else tuple(2**k for k in range(3, 9))
+    kl_lengths = tuple(int(x) for x in kl_lengths)
+    kl_num = (8 if quick else 32) if kl_samples is None else int(kl_samples)
+    true_rows = []
+    for i, length in enumerate(tqdm(kl_lengths, disable=not progress, desc="true KL",
+                                    leave=False)):
+        rng = np.random.default_rng([seed, len(lengths) + i])
+        kl = kl_estimate(language, sched_a, length, kl_num, rng=rng).kl_per_token
+        ser = sequence_error_rate(language, sample(language, sched_a, length, num, rng=rng).tokens)
+        low = ser_kl_lower_bound(ser).scaled(1.0 / length)
+        true_rows.append((kl.value, kl.low, kl.high, low.value, low.low, low.high))
+    true_cols = np.array(true_rows).T if true_rows else np.empty((6, 0))
     theorem = ter_bound(n, eps, v, 0.0).gap
     return Theorem42Data(
         n, float(eps), name, v, {"A": sched_a, "B": sched_b}, exact_lengths, ex_kl, ex_j,
-        lengths, *cols, theorem, min_length(n, eps), num, num_info, seed,
+        lengths, *cols, theorem, min_length(n, eps), num, num_info, seed, kl_lengths,
+        *true_cols, kl_num,
     )
 
 
@@ -521,6 +555,12 @@ def figure_theorem_4_2(*, quick: bool = False, data: Theorem42Data | None = None
     x_ex = np.asarray(d.exact_lengths, dtype=float)
     x = np.asarray(d.lengths, dtype=float)
     ax_kl.plot(x_ex, d.exact_kl, "ks-", label="exact KL(q || p) / L")
+    if len(d.kl_lengths):
+        x_kl = np.asarray(d.kl_lengths, dtype=float)
+        ax_kl.plot(x_kl, d.true_kl, "k*-", label="KL(q || p) / L, exact per sample (interval DP)")
+        ax_kl.fill_between(x_kl, d.true_kl_low, d.true_kl_high, color="k", alpha=0.15)
+        ax_kl.plot(x_kl, d.ser_lower, "x:", color="C4", label="lower bound -log(1 - SER) / L")
+        ax_kl.fill_between(x_kl, d.ser_lower_low, d.ser_lower_high, color="C4", alpha=0.15)
     ax_kl.plot(x_ex, d.exact_jensen, "o-", color="C0", mfc="none",
                label="exact E_tau KL(q || p_tau) / L (Lemma B.2)")
     ax_kl.plot(x, d.mc_jensen, "o-", color="C0", label="Monte Carlo E_tau KL(q || p_tau) / L")
@@ -548,9 +588,9 @@ def figure_theorem_4_2(*, quick: bool = False, data: Theorem42Data | None = None
     _parameters(fig, (
         f"Language: Table 1 {d.language} (preset seed 0, |V| = {d.vocab_size}), exact oracle "
         f"(eps_learning = 0); Schedule A with N = {n_a} steps at every L; Monte Carlo: "
-        f"{d.num_samples} samples per L (information profile {d.information_samples}), "
-        f"seed {d.seed}; bands: {CONFIDENCE:.0%} t intervals; Li & Cai's s_max factor averaged "
-        "over 400 instances of the schedule."
+        f"{d.num_samples} samples per L (information profile {d.information_samples}, true KL "
+        f"{d.kl_samples}), seed {d.seed}; bands: {CONFIDENCE:.0%} t intervals (Wilson for the "
+        "SER); Li & Cai's s_max factor averaged over 400 instances of the schedule."
     ))
     return fig
 
@@ -656,13 +696,14 @@ def figure_policies_data(
     ``metrics.sequence_error_rate``; NFE per row is ``SampleResult.nfe_per_row``. Example C.7
     runs at the multiple of 5 nearest L (510 for L = 512).
 
-    Defaults: L = 512, 32 samples per point; ``quick``: L = 40, 8 samples. ``progress``: a tqdm
-    bar over the points on stderr.
+    Defaults: L = 512, 20 samples per point (320 s of one core measured, most of it the 4-gram
+    oracle); ``quick``: L = 20, 8 samples (seconds). ``progress``: a tqdm bar over the points on
+    stderr.
     """
     from tqdm.auto import tqdm
 
-    length = (40 if quick else 512) if length is None else int(length)
-    num = (8 if quick else 32) if num_samples is None else int(num_samples)
+    length = (20 if quick else 512) if length is None else int(length)
+    num = (8 if quick else 20) if num_samples is None else int(num_samples)
     if length < 5 or num < 2:
         raise ArgumentError(f"length must be >= 5 and num_samples >= 2, got {length}, {num}")
     check_memory(f"figure policies (length={length}, num_samples={num})",
@@ -714,23 +755,27 @@ def figure_policies(*, quick: bool = False, data: PoliciesData | None = None, **
     from matplotlib.figure import Figure
 
     d = _data(figure_policies_data, quick, data, kwargs)
-    fig = Figure(figsize=(12.5, 9.5), layout="constrained")
+    fig = Figure(figsize=(15.0, 9.0), layout="constrained")
     axes = list(fig.subplots(2, 2).ravel())
     for i, (ax, lang_name, length) in enumerate(zip(axes, d.languages, d.lengths, strict=True)):
         for j, name in enumerate(d.curves):
             marker, color = _POLICY_STYLE.get(name, ("o", f"C{j % 10}"))
+            # Points joined in the order of the settings (the sweep), not sorted by NFE.
             keep = np.isfinite(d.nfe[i, j])
             x, y = d.nfe[i, j, keep], d.ser[i, j, keep]
-            order = np.argsort(x, kind="stable")
             xerr = np.vstack([x - d.nfe_low[i, j, keep], d.nfe_high[i, j, keep] - x])
             yerr = np.vstack([y - d.ser_low[i, j, keep], d.ser_high[i, j, keep] - y])
-            ax.errorbar(x[order], y[order], xerr=xerr[:, order], yerr=yerr[:, order],
-                        marker=marker, color=color, ls="--" if name == "linear schedule" else "-",
-                        lw=1, ms=6, alpha=0.85, capsize=2, label=_policy_label(name))
-        ax.plot([length], [0.0], "*", color="gold", mec="k", ms=16,
+            ax.errorbar(x, y, xerr=xerr, yerr=yerr, marker=marker, color=color,
+                        ls="--" if name == "linear schedule" else "-", lw=1, ms=6, alpha=0.85,
+                        capsize=2, label=_policy_label(name))
+        ax.plot([length], [0.0], "*", color="gold", mec="k", ms=16, zorder=5,
                 label="AR (oracle, N = L, left to right): SER = 0 exactly")
         ax.axvline(length, color="gray", lw=0.8, ls=":")
-        ax.set_xscale("log")
+        ax.set_xscale("log", base=2)
+        low = float(np.nanmin(d.nfe[i]))
+        ticks = [2.0**e for e in range(20) if low / 1.5 <= 2.0**e < 0.75 * length] + [length]
+        ax.set_xticks(ticks, [str(int(t)) for t in ticks])
+        ax.minorticks_off()
         ax.set_ylim(-0.04, 1.04)
         ax.set_xlabel("mean NFE per sequence (denoiser calls, log scale)")
         ax.set_ylabel("SER = 1 - p(supp q)  (probability)")
@@ -739,7 +784,7 @@ def figure_policies(*, quick: bool = False, data: PoliciesData | None = None, **
         ax.set_title(title)
         ax.grid(alpha=0.3, which="both")
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=3, fontsize=8)
+    fig.legend(handles, labels, loc="outside right upper", fontsize=8)
     fig.suptitle("Adaptive unmasking rules with the exact oracle: sequence error rate vs "
                  "number of denoiser calls")
     _parameters(fig, (
@@ -781,7 +826,7 @@ def add_figure_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     parser.add_argument("--samples", type=int, default=None, metavar="NUM",
                         help="Monte-Carlo samples per point (fig1, theorem-4.2, policies)")
     parser.add_argument("--length", type=int, default=None, metavar="L",
-                        help="sequence length (fig1, policies; default 512, 32 / 40 with --quick)")
+                        help="sequence length (fig1, policies; default 512, 32 / 20 with --quick)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the Monte Carlo (default 0)")
     parser.add_argument("--dpi", type=int, default=150, help="resolution of raster output")
     parser.set_defaults(func=run_figure)

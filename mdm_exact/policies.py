@@ -90,49 +90,59 @@ def _even_split(total: int, parts: int) -> np.ndarray:
     return counts
 
 
-def position_scores(marginals: np.ndarray, score: str) -> np.ndarray:
-    """(B, L) ``score`` of every position of ``marginals`` (B, L, V), unrounded:
-    ``confidence`` max_v p(v), ``margin`` p_(1) - p_(2), ``entropy`` sum_v p(v) log p(v)."""
-    if score == "confidence":
-        # V - 1 elementwise maxima: several times faster than a reduction along a short axis.
-        out = marginals[..., 0].copy()
-        for v in range(1, marginals.shape[-1]):
-            np.maximum(out, marginals[..., v], out=out)
-        return out
-    if score == "margin":
-        if marginals.shape[-1] == 1:
-            return marginals[..., 0]
-        top = np.partition(marginals, marginals.shape[-1] - 2, axis=-1)[..., -2:]
-        return top[..., 1] - top[..., 0]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(marginals > 0, marginals * np.log(marginals), 0.0).sum(axis=-1)
+@numba.njit(cache=True)
+def _visible_range(row, block_length):
+    """[lo, hi): the positions a rule may see in ``row`` (the leftmost block holding a masked
+    position, or the whole row); the masked ones among them are visible."""
+    length = row.size
+    if block_length == 0:
+        return 0, length
+    for j in range(length):
+        if row[j] == MASK:
+            lo = j // block_length * block_length
+            return lo, min(length, lo + block_length)
+    return length, length
+
+
+@numba.njit(cache=True)
+def _rounded_score(p, score, scale):
+    """The score (0 confidence, 1 margin, 2 entropy) of one marginal ``p``, rounded as
+    ``np.round(s, 12)`` does: ``rint(s * 1e12) / 1e12``, bit for bit."""
+    if score == 0:
+        s = p[0]
+        for v in range(1, p.size):
+            s = max(s, p[v])
+    elif score == 1:
+        first, second = -np.inf, -np.inf
+        for v in range(p.size):
+            if p[v] > first:
+                first, second = p[v], first
+            elif p[v] > second:
+                second = p[v]
+        s = first - (second if p.size > 1 else 0.0)
+    else:
+        s = 0.0
+        for v in range(p.size):
+            if p[v] > 0:
+                s += p[v] * np.log(p[v])
+    return np.rint(s * scale) / scale
 
 
 @numba.njit(cache=True)
 def _threshold_kernel(probs, x, block_length, tau):
     """Threshold's choice in one pass, without a sort: the accepted set is {rounded c >= tau}
-    plus the best-ranked position (the first strict maximum is the lowest position among ties).
-    ``rint(c * 1e12) / 1e12`` is how ``np.round(c, 12)`` rounds, bit for bit."""
-    num, length, vocab = probs.shape
+    plus the best-ranked position (the first strict maximum is the lowest position among
+    ties)."""
+    num, length, _ = probs.shape
     scale = 10.0**DECIMALS
     out = np.zeros((num, length), dtype=np.bool_)
     for b in range(num):
-        lo, hi = 0, length
-        if block_length > 0:
-            lo = length
-            for j in range(length):
-                if x[b, j] == MASK:
-                    lo = j // block_length * block_length
-                    break
-            hi = min(length, lo + block_length)
+        lo, hi = _visible_range(x[b], block_length)
         best, best_key, accepted = -1, -np.inf, False
         for j in range(lo, hi):
             if x[b, j] != MASK:
                 continue
-            c = probs[b, j, 0]
-            for v in range(1, vocab):
-                c = max(c, probs[b, j, v])
-            key = np.rint(c * scale) / scale
+            key = _rounded_score(probs[b, j], 0, scale)
             if key >= tau:
                 out[b, j] = True
                 accepted = True
@@ -141,6 +151,77 @@ def _threshold_kernel(probs, x, block_length, tau):
         if best >= 0 and not accepted:
             out[b, best] = True
     return out
+
+
+@numba.njit(cache=True)
+def _ranked_kernel(probs, x, block_length, score, rule, param, count):
+    """The rules that need the ranking (descending rounded score, ties by lowest position):
+    ``rule`` 0 (TopK: the ``count`` best), 1 (Factor: ``param`` = f) or 2 (EntropyBounded:
+    ``param`` = gamma).
+
+    Only the head of the ranking is sorted: the positions with a key >= a cut that no accepted
+    position can fall below (TopK: the count-th largest key; Factor: c >= 1 - f/3, the lowest
+    bar of ranks >= 2; EntropyBounded: H <= gamma, since every accepted position but the last
+    has H <= sum of those before the last <= gamma), then the best position below the cut."""
+    num, length, _ = probs.shape
+    scale = 10.0**DECIMALS
+    out = np.zeros((num, length), dtype=np.bool_)
+    keys = np.empty(length)
+    pos = np.empty(length, dtype=np.int64)
+    head_keys = np.empty(length + 1)
+    head_pos = np.empty(length + 1, dtype=np.int64)
+    for b in range(num):
+        lo, hi = _visible_range(x[b], block_length)
+        n = 0
+        for j in range(lo, hi):
+            if x[b, j] == MASK:
+                keys[n] = _rounded_score(probs[b, j], score, scale)
+                pos[n] = j
+                n += 1
+        if n == 0:
+            continue
+        if rule == 0:
+            if count == 0:
+                continue
+            cut = -np.inf if count >= n else -np.partition(-keys[:n], count - 1)[count - 1]
+        elif rule == 1:
+            cut = 1.0 - param / 3.0
+        else:
+            cut = -param
+        m, below = 0, -1
+        for i in range(n):  # in position order
+            if keys[i] >= cut:
+                head_keys[m] = keys[i]
+                head_pos[m] = pos[i]
+                m += 1
+            elif below < 0 or keys[i] > keys[below]:
+                below = i
+        order = np.argsort(-head_keys[:m], kind="mergesort")  # stable: ties keep position order
+        head_keys[:m], head_pos[:m] = head_keys[:m][order], head_pos[:m][order]
+        if below >= 0:
+            head_keys[m], head_pos[m] = keys[below], pos[below]
+            m += 1
+        if rule == 0:
+            take = min(count, n)
+        elif rule == 1:
+            take = 1  # rank n (1-based) needs c_(n) >= 1 - f / (n + 1)
+            while take < m and head_keys[take] >= 1.0 - param / (take + 2.0):
+                take += 1
+        else:
+            take, total, top = 0, 0.0, 0.0  # the longest prefix with sum(H) - max(H) <= gamma
+            for i in range(m):
+                h = -head_keys[i]
+                total += h
+                top = h if i == 0 else max(top, h)
+                if total - top <= param:
+                    take = i + 1
+        for i in range(take):
+            out[b, head_pos[i]] = True
+    return out
+
+
+def _kernel_args(probs: np.ndarray, x: np.ndarray, block_length: int | None):
+    return np.ascontiguousarray(probs), np.ascontiguousarray(x, dtype=np.int64), block_length or 0
 
 
 class Policy(ABC):
@@ -207,22 +288,6 @@ class Policy(ABC):
     @abstractmethod
     def _select(self, probs: np.ndarray, x: np.ndarray, step: int, rng) -> np.ndarray: ...
 
-    def _ranked(self, probs: np.ndarray, x: np.ndarray, score: str):
-        """(order (B, L), sorted rounded scores (B, L), visible count (B,)): positions by
-        descending rounded score, ties by lowest position; unseen positions last (-inf)."""
-        seen = self.visible(x)
-        key = np.where(seen, np.round(position_scores(probs, score), DECIMALS), -np.inf)
-        order = np.argsort(-key, axis=1, kind="stable")
-        return order, np.take_along_axis(key, order, axis=1), seen.sum(axis=1)
-
-    @staticmethod
-    def _take_prefix(order: np.ndarray, count: np.ndarray) -> np.ndarray:
-        """(B, L) bool with the first ``count[b]`` positions of ``order[b]`` set."""
-        take = np.arange(order.shape[1])[None, :] < count[:, None]
-        out = np.zeros(order.shape, dtype=bool)
-        np.put_along_axis(out, order, take, axis=1)
-        return out
-
     # ------------------------------------------------------------------ descriptions
 
     @property
@@ -277,9 +342,6 @@ class _CountedPolicy(Policy):
     def step_is_empty(self, step: int, length: int) -> bool:
         return bool(self.counts(length)[step] == 0)
 
-    def _step_count(self, x: np.ndarray, step: int, seen_count: np.ndarray) -> np.ndarray:
-        return np.minimum(self.counts(x.shape[1])[step], seen_count)
-
 
 @dataclass(frozen=True)
 class TopK(_CountedPolicy):
@@ -304,8 +366,9 @@ class TopK(_CountedPolicy):
         object.__setattr__(self, "block_length", _check_block_length(self.block_length))
 
     def _select(self, probs, x, step, rng):
-        order, _, seen_count = self._ranked(probs, x, self.score)
-        return self._take_prefix(order, self._step_count(x, step, seen_count))
+        count = int(self.counts(x.shape[1])[step])
+        return _ranked_kernel(*_kernel_args(probs, x, self.block_length),
+                              SCORES.index(self.score), 0, 0.0, count)
 
     @property
     def spec(self) -> str:
@@ -344,10 +407,15 @@ class RandomTopK(_CountedPolicy):
         return FixedCountPlan(self.counts(length))
 
     def _select(self, probs, x, step, rng):
+        # The m_k visible positions with the smallest uniform keys: a uniform m_k-subset (keys
+        # tie with probability 0).
+        m = int(self.counts(x.shape[1])[step])
         seen = self.visible(x)
+        if m == 0:
+            return np.zeros(x.shape, dtype=bool)
         key = np.where(seen, as_rng(rng).random(x.shape), np.inf)
-        order = np.argsort(key, axis=1, kind="stable")
-        return self._take_prefix(order, self._step_count(x, step, seen.sum(axis=1)))
+        cut = np.partition(key, m - 1, axis=1)[:, m - 1]  # m <= L: the counts sum to L
+        return seen & (key <= cut[:, None])
 
     @property
     def spec(self) -> str:
@@ -378,8 +446,7 @@ class Threshold(Policy):
         object.__setattr__(self, "block_length", _check_block_length(self.block_length))
 
     def _select(self, probs, x, step, rng):
-        return _threshold_kernel(np.ascontiguousarray(probs), np.ascontiguousarray(x),
-                                 self.block_length or 0, self.tau)
+        return _threshold_kernel(*_kernel_args(probs, x, self.block_length), self.tau)
 
     @property
     def spec(self) -> str:
@@ -410,13 +477,7 @@ class EntropyBounded(Policy):
         object.__setattr__(self, "block_length", _check_block_length(self.block_length))
 
     def _select(self, probs, x, step, rng):
-        order, key, seen_count = self._ranked(probs, x, "entropy")
-        ranks = np.arange(1, x.shape[1] + 1)[None, :]
-        h = np.where(ranks <= seen_count[:, None], -key, 0.0)
-        ok = np.cumsum(h, axis=1) - np.maximum.accumulate(h, axis=1) <= self.gamma
-        ok &= ranks <= seen_count[:, None]
-        count = np.where(ok, ranks, 0).max(axis=1)
-        return self._take_prefix(order, count)
+        return _ranked_kernel(*_kernel_args(probs, x, self.block_length), 2, 2, self.gamma, 0)
 
     @property
     def spec(self) -> str:
@@ -447,12 +508,7 @@ class Factor(Policy):
         object.__setattr__(self, "block_length", _check_block_length(self.block_length))
 
     def _select(self, probs, x, step, rng):
-        order, key, seen_count = self._ranked(probs, x, "confidence")
-        ranks = np.arange(1, x.shape[1] + 1)
-        ok = key >= 1.0 - self.f / (ranks + 1.0)
-        ok[:, 0] = True
-        count = np.minimum(np.cumprod(ok, axis=1).sum(axis=1), seen_count)
-        return self._take_prefix(order, count)
+        return _ranked_kernel(*_kernel_args(probs, x, self.block_length), 0, 1, self.f, 0)
 
     @property
     def spec(self) -> str:
@@ -508,4 +564,4 @@ def parse_policy(spec: str, block_length: int | None = None) -> Policy:
 
 
 __all__ = ["SCORES", "SPECS", "EntropyBounded", "Factor", "Policy", "RandomTopK", "Threshold",
-           "TopK", "check_policy", "is_policy", "parse_policy", "position_scores"]
+           "TopK", "check_policy", "is_policy", "parse_policy"]

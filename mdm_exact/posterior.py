@@ -710,8 +710,8 @@ def _prepare(language: Language, x) -> tuple[np.ndarray, bool]:
     if not isinstance(language, Language):
         raise ArgumentTypeError(
             f"language must be an mdm_exact Language, got {type(language).__name__}")
-    single = np.ndim(x) == 1
-    return check_tokens(x, language.vocab_size), single
+    arr = check_tokens(x, language.vocab_size)
+    return arr, np.ndim(x) == 1
 
 
 def posterior(
@@ -739,6 +739,7 @@ def posterior(
             8.0 * (batch * length * language.vocab_size
                    + numba.get_num_threads() * length * chain.num_states),
             max_bytes,
+            argument="the batch or length of x",
         )
         with _threads_for(batch * length * chain.num_states):
             if chain.shift.size:

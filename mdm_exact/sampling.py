@@ -60,10 +60,8 @@ class Oracle:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         post = posterior(self.language, x)
-        marg = post.marginals
-        if not np.all(post.valid):
-            marg = marg.copy()
-            marg[~post.valid] = 1.0 / self.language.vocab_size
+        marg = post.marginals  # a fresh array: filled in place, no second (B, L, V) copy
+        marg[~post.valid] = 1.0 / self.language.vocab_size
         return marg
 
     def __repr__(self) -> str:
@@ -165,15 +163,19 @@ class PerturbedOracle:
 
     def _both(self, x):
         arr = np.atleast_2d(np.asarray(x))
-        p = self.oracle(arr)
+        post = posterior(self.language, arr)
+        p = post.marginals
+        p[~post.valid] = 1.0 / self.language.vocab_size  # the Oracle's convention off supp q
         masked = arr == MASK
         kl = np.zeros(arr.shape)
         # Only masked positions are perturbed (revealed ones stay one-hot, SUBS carry-over).
         p[masked], kl[masked] = perturb_toward(p[masked], self.eps_learning, self.direction)
-        short = int(np.count_nonzero(kl[masked] < self.eps_learning * (1 - 1e-9)))
+        # Rows off the support have no oracle to be eps_learning away from: not counted.
+        counted = masked & post.valid[:, None]
+        short = int(np.count_nonzero(kl[counted] < self.eps_learning * (1 - 1e-9)))
         if short:
             warnings.warn(
-                f"{short} of {int(masked.sum())} masked positions cannot reach "
+                f"{short} of {int(counted.sum())} masked positions cannot reach "
                 f"eps_learning={self.eps_learning:g}: their oracle marginal is closer than that "
                 "to the direction, so the model outputs the direction there (see achieved_kl)",
                 UnreachedLearningErrorWarning, stacklevel=3)
@@ -264,6 +266,20 @@ class SampleResult:
     nfe_per_row: np.ndarray
 
 
+def _check_sample_size(language: Language, length, num_samples) -> None:
+    """Refuse, before any work, a ``sample`` call above the memory budget. Alive at once:
+    steps, tokens and the sort order (num, L) int64, the order of a step, and the denoiser's
+    (rows, L, V) output with its float64 copy (rows <= num)."""
+    if not isinstance(language, Language):
+        raise ArgumentTypeError(
+            f"language must be an mdm_exact Language, got {type(language).__name__}")
+    num = check_positive_int("num_samples", num_samples)
+    length = check_positive_int("length", length)
+    check_memory(f"sample(num_samples={num}, length={length})",
+                 8.0 * num * length * (2 * language.vocab_size + 5),
+                 argument="num_samples or length")
+
+
 def sample(
     language: Language,
     schedule: Plan | Policy,
@@ -281,16 +297,12 @@ def sample(
     policy's ``select`` picks the positions from the marginals and the tokens are drawn from
     them, until every position is revealed.
     """
+    _check_sample_size(language, length, num_samples)
     if is_policy(schedule):
         return _sample_policy(language, schedule, length, num_samples, denoiser, rng, progress)
     plan = check_plan(schedule)
     length = plan.check_length(length)
     num = check_positive_int("num_samples", num_samples)
-    # Alive at once: steps, tokens and the sort order (num, L) int64, the order of a step, and
-    # the denoiser's (rows, L, V) output with its float64 copy (rows <= num).
-    check_memory(f"sample(num_samples={num}, length={length})",
-                 8.0 * num * length * (2 * language.vocab_size + 5),
-                 argument="num_samples or length")
     den = resolve_denoiser(language, denoiser)
     gen = as_rng(rng)
     steps = plan.draw_steps(num, length, gen)

@@ -71,6 +71,14 @@ def _check_steps_memory(what: str, num_steps: int, argument: str | None = "num_s
                  argument=argument)
 
 
+def _check_draws(what: str, num, length: int, bytes_per_entry: int) -> int:
+    """``num`` as an int >= 0, refused when the (num, length) draws would exceed the budget."""
+    num = check_positive_int("num", num, 0)
+    check_memory(f"{what} of {format_count(num)} x {format_count(length)} steps",
+                 int_times(num, float(length) * bytes_per_entry), argument="num")
+    return num
+
+
 def _real_array(name: str, values) -> np.ndarray:
     """``values`` as a float64 array, refusing bool, complex, text and non-numeric objects
     (``np.asarray(..., dtype=float)`` would turn True into 1.0 or drop imaginary parts)."""
@@ -167,11 +175,20 @@ class Schedule:
             h = np.where(remaining > 0, self._masses / remaining, 1.0)
         return np.clip(h, 0.0, 1.0)
 
-    def runs(self) -> list[tuple[float, int]]:
-        """The masses compressed into runs of equal values: [(mass, count), ...]."""
+    @property
+    def num_runs(self) -> int:
+        """Number of runs of equal consecutive masses (the length of ``runs()``)."""
+        return int(np.count_nonzero(self._masses[1:] != self._masses[:-1])) + 1
+
+    def runs(self, limit: int | None = None) -> list[tuple[float, int]]:
+        """The masses compressed into runs of equal values: [(mass, count), ...]; only the
+        first ``limit`` runs when given (a schedule of distinct masses has N runs)."""
         p = self._masses
         starts = np.flatnonzero(np.concatenate([[True], p[1:] != p[:-1]]))
         counts = np.diff(np.append(starts, p.size))
+        if limit is not None:
+            keep = check_positive_int("limit", limit, 0)
+            starts, counts = starts[:keep], counts[:keep]
         return [(float(m), int(c)) for m, c in zip(p[starts], counts, strict=True)]
 
     def expected_nfe(self, length: int) -> float:
@@ -181,7 +198,9 @@ class Schedule:
         length = check_positive_int("length", length)
         with np.errstate(divide="ignore"):  # a step of mass 1: log1p(-1) = -inf, term 1
             log_kept = np.log1p(-np.minimum(self._masses, 1.0))
-        return float(-np.expm1(int_times(length, log_kept)).sum())
+        value = float(-np.expm1(int_times(length, log_kept)).sum())
+        # rounding of masses summing to 1 + 2e-16 must not break the bound min(N, L)
+        return min(value, float(min(np.count_nonzero(self._masses), length)))
 
     def check_length(self, length: int) -> int:
         """``length`` as an int (any positive length suits an independent-step schedule)."""
@@ -190,9 +209,10 @@ class Schedule:
     def draw_steps(self, num: int, length: int, rng=None) -> np.ndarray:
         """(num, length) independent step indices in [0, N) with probabilities ``masses``."""
         length = self.check_length(length)
+        num = _check_draws("Schedule.draw_steps", num, length, 24)
         gen = as_rng(rng)
         cdf = np.cumsum(self._masses)
-        u = gen.random((check_positive_int("num", num, 0), length)) * cdf[-1]
+        u = gen.random((num, length)) * cdf[-1]
         return np.searchsorted(cdf, u, side="right").astype(np.int64)
 
     def __repr__(self) -> str:
@@ -253,7 +273,8 @@ class Schedule:
     @classmethod
     def polynomial(cls, num_steps: int, a: float) -> Schedule:
         """alpha_t = 1 - t^a (a > 0)."""
-        if not (np.isfinite(a) and a > 0):
+        real = isinstance(a, numbers.Real) and not isinstance(a, bool | np.bool_)
+        if not (real and np.isfinite(a) and a > 0):
             raise ArgumentError(f"a must be a positive number, got {a!r}")
         return cls.from_alpha(lambda t: 1.0 - t**a, num_steps, f"polynomial({a:g})")
 
@@ -448,8 +469,9 @@ class FixedCountPlan:
     def draw_steps(self, num: int, length: int, rng=None) -> np.ndarray:
         """(num, length): a uniformly random ordering of positions, cut into the counts."""
         length = self.check_length(length)
+        num = _check_draws("FixedCountPlan.draw_steps", num, length, 40)
         gen = as_rng(rng)
-        ranks = np.argsort(gen.random((check_positive_int("num", num, 0), length)), axis=1)
+        ranks = np.argsort(gen.random((num, length)), axis=1)
         ranks = np.argsort(ranks, axis=1)
         return np.searchsorted(np.cumsum(self.counts), ranks, side="right").astype(np.int64)
 
@@ -529,7 +551,8 @@ class DeterministicPlan:
     def draw_steps(self, num: int, length: int, rng=None) -> np.ndarray:
         """(num, length): the same planned step of every position in every row."""
         self.check_length(length)
-        return np.broadcast_to(self._steps, (check_positive_int("num", num, 0), length)).copy()
+        num = _check_draws("DeterministicPlan.draw_steps", num, length, 8)
+        return np.broadcast_to(self._steps, (num, length)).copy()
 
     def expected_nfe(self, length: int) -> float:
         """Number of non-empty steps (deterministic; Appendix D)."""

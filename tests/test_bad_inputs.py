@@ -136,8 +136,6 @@ LIBRARY_ROWS: list[tuple] = [
      me.ArgumentTypeError, "metadata"),
     ("metadata not JSON", lambda: me.NGram(2, [1, 0], np.eye(2), metadata={"f": object()}),
      me.ArgumentTypeError, "metadata"),
-    ("NGram.entropy misspelt keyword", lambda: _bigram().entropy(3, num_sample=10),
-     TypeError, "num_sample"),
     ("IntervalParity.entropy bad confidence",
      lambda: me.IntervalParity(3).entropy(3, confidence=1.5), me.ArgumentError, "confidence"),
     ("json order 2.7", lambda: me.load_language(_json(kind="ngram", order=2.7, initial=[1, 0],
@@ -247,6 +245,13 @@ LIBRARY_ROWS: list[tuple] = [
      "num_samples"),
     ("exact engine budget", lambda: me.exact_metrics(me.preset("hmm"), me.Schedule.linear(2), 12),
      me.BudgetError, "length"),
+    ("mean_interval empty domain",
+     lambda: me.estimate.mean_interval([1.0, 2.0], domain=(1.0, 0.0)), me.ArgumentError,
+     "domain"),
+    ("mean_interval confidence 2", lambda: me.estimate.mean_interval([1.0, 2.0], 2.0),
+     me.ArgumentError, "confidence"),
+    ("wilson_interval confidence bool", lambda: me.estimate.wilson_interval(1, 2, True),
+     me.ArgumentError, "confidence"),
 ]
 
 # ----------------------------------------------------------------------------- theory rows
@@ -369,6 +374,20 @@ THEORY_ROWS: list[tuple] = [
     ("distinct steps N l large",
      lambda: _theory().distinct_steps_probability(me.Schedule.cosine(200_000), 100_000),
      me.BudgetError, "operations"),
+    ("draw_steps 1e12 entries", lambda: me.Schedule.linear(4).draw_steps(10**6, 10**6),
+     me.BudgetError, "num"),
+    ("fixed-count draws 1e12", lambda: me.FixedCountPlan([10**6]).draw_steps(10**6, 10**6),
+     me.BudgetError, "num"),
+    ("p_e bool", lambda: _theory().oracle_ser([1.0], 2, 2, p_e=True), me.ArgumentTypeError,
+     "p_e"),
+    ("p_e 1e400", lambda: _theory().oracle_ser([1.0], 2, 2, p_e=BIG), me.ArgumentError, "p_e"),
+    ("eps_learning complex", lambda: _theory().acceptance_lower_bound(3, 1j),
+     me.ArgumentTypeError, "eps_learning"),
+    ("polynomial a complex", lambda: me.Schedule.polynomial(4, 1j), me.ArgumentError,
+     "a must be"),
+    ("information profile L 1e400",
+     lambda: _theory().mutual_information_profile(me.preset("2-gram"), BIG), me.BudgetError,
+     "length"),
 ]
 
 
@@ -384,7 +403,663 @@ def test_library_refuses(call, error, needle):
 
 
 # ----------------------------------------------------------------------------- CLI rows
-# (argv, text the one-line error must contain)
+# (id, argv or a zero-argument callable returning it, text the one-line error must contain)
+
+
+def _run_dir(width: int = 16, steps: int = 2) -> str:
+    """A finished tiny ``train`` run (2-gram, L = 8) in a fresh directory."""
+    import tempfile
+
+    from mdm_exact.nn import ModelConfig, TrainConfig, train
+
+    out = tempfile.mkdtemp() + "/run"
+    lang = me.preset("2-gram")
+    train(lang, ModelConfig("mdm", lang.vocab_size, 8, width=width, depth=1, heads=2),
+          TrainConfig(8, steps=steps, batch_size=4), out, device="cpu", progress=False)
+    return out
+
+
+_TINY_TRAIN = ["--preset", "2-gram", "--length", "8", "--steps", "2", "--width", "16",
+               "--depth", "1", "--heads", "2", "--batch-size", "4", "--device", "cpu"]
+
+
+def _damaged_run(name: str, data: bytes | None = None, text: str | None = None) -> str:
+    """A tiny run whose file ``name`` is replaced by ``data`` / ``text``."""
+    from pathlib import Path
+
+    out = _run_dir()
+    path = Path(out) / name
+    if text is not None:
+        path.write_text(text)
+    else:
+        path.write_bytes(data)
+    return out
+
+
+def _truncated(name: str) -> str:
+    from pathlib import Path
+
+    out = _run_dir()
+    path = Path(out) / name
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return out
+
+
+def _other_width_run() -> str:
+    """A run whose mdm.pt comes from a model of another width."""
+    import shutil
+    from pathlib import Path
+
+    out, other = _run_dir(width=16), _run_dir(width=32)
+    shutil.copy(Path(other) / "mdm.pt", Path(out) / "mdm.pt")
+    return out
+
+
+def _locked_dir() -> str:
+    """A directory whose lock file names this (live) process."""
+    import os
+    from pathlib import Path
+
+    out = Path(_file("run"))
+    (out / ".lock").write_text(f"{os.getpid()}\n")
+    return str(out)
+
+
+def _existing(name: str) -> str:
+    return _file(name, text="x")
+
+
+HUGE = str(10**12)
+_SIM = ["simulate", "--preset", "2-gram", "--length", "8", "--steps", "2", "--samples", "10"]
 
 CLI_ROWS: list[tuple] = [
+    # argparse: one line, the option named
+    ("no-verb", [], "COMMAND"),
+    ("bad-choice", ["simulate", "--preset", "nope", "--length", "4", "--steps", "2"],
+     "--preset"),
+    ("missing-required", ["exact", "--preset", "2-gram", "--steps", "2"], "--length"),
+    ("negative-seed-simulate", [*_SIM, "--seed", "-1"], "--seed"),
+    ("negative-seed-language", ["language", "--preset", "2-gram", "--seed", "-1"], "--seed"),
+    ("negative-language-seed", ["language", "--preset", "2-gram", "--language-seed", "-3"],
+     "--language-seed"),
+    ("zero-length", ["exact", "--preset", "2-gram", "--length", "0", "--steps", "1"],
+     "--length"),
+    ("non-integer-samples", [*_SIM[:-1], "ten"], "--samples"),
+    ("language-show-removed", ["language", "--preset", "2-gram", "--show"], "--show"),
+    ("max-memory-garbage", ["--max-memory", "lots", *_SIM], "--max-memory"),
+    ("max-memory-negative", [*_SIM, "--max-memory", "-5GiB"], "--max-memory"),
+    # language sources and option combinations
+    ("language-empty-name", ["language", "--language", ""], "--language"),
+    ("language-directory", lambda: ["language", "--language", _file("lang.json")],
+     "directory"),
+    ("language-missing", ["exact", "--language", "/nonexistent/l.json", "--length", "2",
+                          "--steps", "1"], "/nonexistent/l.json"),
+    ("language-not-object", lambda: ["language", "--language", _file("l.json", "[1, 2]")],
+     "mapping"),
+    ("language-truncated-json", lambda: ["language", "--language",
+                                         _file("l.json", '{"kind": "ngram", ')], "l.json"),
+    ("language-deeply-nested", lambda: ["language", "--language",
+                                        _file("l.json", "[" * 100000 + "]" * 100000)],
+     "l.json"),
+    ("language-empty-npz", lambda: ["language", "--language", _empty_npz()], "kind"),
+    ("language-garbage-npz", lambda: ["language", "--language", _file("l.npz", "garbage")],
+     "l.npz"),
+    ("threshold-with-language", lambda: ["language", "--language", _json(kind="ngram"),
+                                         "--threshold", "0.1"], "--threshold"),
+    ("language-seed-with-language", lambda: ["exact", "--language", _json(kind="ngram"),
+                                             "--language-seed", "3", "--length", "2",
+                                             "--steps", "1"], "--language-seed"),
+    ("sample-without-length", ["language", "--preset", "2-gram", "--sample", "5"], "--length"),
+    ("save-existing", lambda: ["language", "--preset", "2-gram", "--save",
+                               _existing("l.json")], "already exists"),
+    ("save-directory", lambda: ["language", "--preset", "2-gram", "--save", _file("d.json")],
+     "directory"),
+    ("save-empty-name", ["language", "--preset", "2-gram", "--save", ""], "--save"),
+    ("save-bad-suffix", lambda: ["language", "--preset", "2-gram", "--save",
+                                 _file("d") + "/l.txt"], ".json or .npz"),
+    # figure
+    ("figure-out-directory", lambda: ["figure", "fig1", "--out", _file("f.png")], "directory"),
+    ("figure-out-existing", lambda: ["figure", "fig1", "--out", _existing("f.png")],
+     "already exists"),
+    ("figure-out-empty", ["figure", "fig1", "--out", ""], "--out"),
+    ("figure-out-no-parent", ["figure", "fig1", "--out", "/nonexistent/dir/f.png"],
+     "/nonexistent/dir"),
+    ("figure-out-bad-format", lambda: ["figure", "fig1", "--out", _file("d") + "/f.xyz"],
+     "--out must end in"),
+    ("figure-negative-seed", lambda: ["figure", "fig1", "--out", _file("d") + "/f.png",
+                                      "--seed", "-1"], "--seed"),
+    ("figure-option-not-applicable", lambda: ["figure", "theorem-4.4", "--out",
+                                              _file("d") + "/f.png", "--length", "64"],
+     "--length"),
+    # train / evaluate (torch)
+    ("train-out-is-file", lambda: ["train", *_TINY_TRAIN, "--out", _existing("run")],
+     "is a file"),
+    ("train-out-empty", ["train", *_TINY_TRAIN, "--out", ""], "--out"),
+    ("train-device-foo", lambda: ["train", *_TINY_TRAIN, "--out", _file("d") + "/run",
+                                  "--device", "foo"], "device"),
+    ("train-negative-seed", lambda: ["train", *_TINY_TRAIN, "--out", _file("d") + "/run",
+                                     "--seed", "-1"], "seed"),
+    ("train-language-empty", lambda: ["train", "--language", "", "--out",
+                                      _file("d") + "/run"], "--language"),
+    ("train-locked", lambda: ["train", *_TINY_TRAIN, "--out", _locked_dir()], "in use"),
+    ("train-resume-garbage", lambda: ["train", *_TINY_TRAIN, "--out",
+                                      _damaged_run("mdm.resume.pt", b"garbage")],
+     "not a readable checkpoint"),
+    ("train-language-json-not-object", lambda: ["train", *_TINY_TRAIN, "--out",
+                                                _damaged_run("language.json", text="[]")],
+     "JSON object"),
+    ("evaluate-device-foo", lambda: ["evaluate", _run_dir(), "--device", "foo"], "device"),
+    ("evaluate-checkpoint-empty", lambda: ["evaluate", _damaged_run("mdm.pt", b""),
+                                           "--device", "cpu"], "not a readable checkpoint"),
+    ("evaluate-checkpoint-garbage", lambda: ["evaluate", _damaged_run("mdm.pt", b"\x80\x04xx"),
+                                             "--device", "cpu"], "not a readable checkpoint"),
+    ("evaluate-checkpoint-truncated", lambda: ["evaluate", _truncated("mdm.pt"), "--device",
+                                               "cpu"], "not a readable checkpoint"),
+    ("evaluate-checkpoint-other-width", lambda: ["evaluate", _other_width_run(), "--device",
+                                                 "cpu"], "does not fit"),
+    ("evaluate-config-not-object", lambda: ["evaluate", _damaged_run("mdm.json", text="[1]"),
+                                            "--device", "cpu"], "JSON object"),
+    ("evaluate-config-garbage", lambda: ["evaluate", _damaged_run("mdm.json", text="{{"),
+                                         "--device", "cpu"], "not valid JSON"),
+    ("evaluate-run-is-file", lambda: ["evaluate", _existing("run")], "no run directory"),
+    ("evaluate-negative-seed", lambda: ["evaluate", _run_dir(), "--seed", "-1", "--device",
+                                        "cpu"], "seed"),
+    # sizes refused before any work, with the estimate
+    ("simulate-samples-huge", [*_SIM[:-1], HUGE], "GiB"),
+    ("simulate-length-huge", ["simulate", "--preset", "2-gram", "--length", HUGE, "--steps",
+                              "2", "--samples", "10"], "GiB"),
+    ("simulate-length-and-samples", ["simulate", "--preset", "2-gram", "--length", "100000",
+                                     "--steps", "2", "--samples", "1000000"], "GiB"),
+    ("max-memory-lowers-budget", ["--max-memory", "1MB", "simulate", "--preset", "2-gram",
+                                  "--length", "1000", "--steps", "2", "--samples", "10000"],
+     "memory budget of 0.000931 GiB"),
+    ("exact-length-30", ["exact", "--preset", "2-gram", "--length", "30", "--steps", "2"],
+     "GiB"),
+    ("language-hmm-entropy-huge", ["language", "--preset", "hmm", "--length", "100000"], "GiB"),
+    ("language-sample-huge", ["language", "--preset", "2-gram", "--length", "8", "--sample",
+                              HUGE], "GiB"),
+    ("figure-fig1-length-huge", lambda: ["figure", "fig1", "--out", _file("d") + "/f.png",
+                                         "--length", HUGE], "GiB"),
+    ("train-length-huge", lambda: ["train", "--preset", "2-gram", "--out",
+                                   _file("d") + "/run", "--length", HUGE], "GiB"),
+    ("evaluate-steps-huge", lambda: ["evaluate", _run_dir(), "--steps", HUGE, "--device",
+                                     "cpu"], "GiB"),
 ]
+
+_TORCH_VERBS = ("train", "evaluate")
+
+
+def _cli(argv: list[str]) -> tuple[int, str, str]:
+    """``mdm_exact.cli.main(argv)`` in process: (exit status, stdout, stderr)."""
+    import contextlib
+    import io
+
+    from mdm_exact.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+def _one_line_error(err: str) -> str:
+    """The single error line of ``err`` (a progress bar drawn with carriage returns before it
+    is allowed; any other line is not)."""
+    lines = [line for line in err.split("\n") if line.strip()]
+    assert len(lines) == 1, err
+    line = lines[0].split("\r")[-1]
+    assert line.startswith("mdm-exact: error: "), err
+    return line
+
+
+@pytest.mark.parametrize("argv, needle", [r[1:] for r in CLI_ROWS], ids=[r[0] for r in CLI_ROWS])
+def test_cli_refuses_with_one_line(argv, needle):
+    argv = argv() if callable(argv) else argv
+    if argv and argv[0] in _TORCH_VERBS:
+        pytest.importorskip("torch")
+    code, out, err = _cli(argv)
+    assert (code, out) == (2, ""), err
+    assert needle in _one_line_error(err)
+
+
+# ----------------------------------------------------------------------------- CLI behaviour
+
+
+def test_cli_json_converts_values_not_text():
+    """-inf stays a JSON string "-inf" (not -"inf"), and a string holding NaN / Infinity is
+    left alone; every verb writes through the same helper."""
+    import io
+    import json
+
+    from mdm_exact._io import print_json
+
+    buf = io.StringIO()
+    data = {"low": -np.inf, "high": np.inf, "x": np.nan, "note": "NaN and Infinity",
+            "arr": np.array([1.5, -np.inf]), "n": np.int64(3)}
+    print_json(data, buf)
+    back = json.loads(buf.getvalue())
+    assert back == {"low": "-inf", "high": "inf", "x": "nan", "note": "NaN and Infinity",
+                    "arr": [1.5, "-inf"], "n": 3}
+
+
+def test_cli_max_memory_is_scoped_to_the_command(monkeypatch):
+    """--max-memory after the verb works, and the budget returns to its value afterwards."""
+    from mdm_exact._utils import MEMORY_ENV, memory_budget
+
+    monkeypatch.delenv(MEMORY_ENV, raising=False)
+    before = memory_budget()
+    code, out, err = _cli(["simulate", "--preset", "2-gram", "--length", "4", "--steps", "2",
+                           "--samples", "5", "--json", "--max-memory", "1GiB"])
+    assert code == 0, err
+    assert memory_budget() == before
+
+
+def _python(args: list[str], **kwargs):
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-m", "mdm_exact", *args], **kwargs)
+
+
+def test_cli_missing_torch_is_a_one_line_hint():
+    """``train`` without torch: status 2 and the pip command, not an ImportError traceback."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['torch'] = None; from mdm_exact.cli import main; "
+            "sys.exit(main(['train', '--preset', '2-gram', '--out', 'x']))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert (res.returncode, res.stdout) == (2, "")
+    assert "pip install 'mdm_exact[torch]'" in _one_line_error(res.stderr)
+
+
+def test_cli_bug_is_a_traceback(monkeypatch):
+    """An exception that is not a refusal of the library (a bug) propagates out of ``main``."""
+    import mdm_exact.cli as cli
+
+    def broken(_args):
+        raise TypeError("a programming error")
+
+    monkeypatch.setattr(cli, "_cmd_exact", broken)
+    with pytest.raises(TypeError, match="a programming error"):
+        _cli(["exact", "--preset", "2-gram", "--length", "2", "--steps", "1"])
+
+
+def test_cli_closed_pipe_exits_quietly():
+    """``mdm-exact ... | head -1``: status 1 and no BrokenPipeError traceback."""
+    import subprocess
+
+    proc = _python(["language", "--preset", "2-gram", "--length", "8", "--sample", "200000"],
+                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=120)
+    assert first.startswith(b"NGram")
+    assert proc.returncode == 1
+    assert err == "", err
+
+
+def test_cli_full_disk_one_line():
+    """stdout on a full disk (/dev/full): one line naming the cause, status 1."""
+    import os
+    import subprocess
+
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full")
+    with open("/dev/full", "w") as full:
+        proc = _python(["language", "--preset", "2-gram", "--json"], stdout=full,
+                       stderr=subprocess.PIPE)
+        err = proc.communicate(timeout=120)[1].decode()
+    assert proc.returncode == 1
+    assert err.strip().split("\n") == [
+        "mdm-exact: error: cannot write the output: No space left on device"]
+
+
+def _interrupt(args: list[str], marker: bytes, cwd=None) -> tuple[int, str]:
+    """Run ``mdm-exact args``, send SIGINT once ``marker`` (a progress bar) shows on stderr."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    proc = _python(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd)
+    os.set_blocking(proc.stderr.fileno(), False)
+    seen, deadline = b"", time.monotonic() + 120
+    while marker not in seen and proc.poll() is None and time.monotonic() < deadline:
+        seen += proc.stderr.read() or b""
+        time.sleep(0.05)
+    assert proc.poll() is None, "finished before it could be interrupted: " + seen.decode()
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    os.set_blocking(proc.stderr.fileno(), True)
+    out, rest = proc.communicate(timeout=120)
+    return proc.returncode, (seen + rest).decode()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args, marker", [
+    (["simulate", "--preset", "hmm", "--length", "1000", "--steps", "1000", "--samples",
+      "1000"], b"steps"),
+    (["figure", "fig1", "--out", "f.png", "--length", "256"], b"figure 1"),
+], ids=["simulate", "figure"])
+def test_cli_ctrl_c_one_line_status_130(args, marker, tmp_path):
+    """Ctrl-C while numba kernels run: ``mdm-exact: interrupted``, status 130, no traceback
+    (numba turns KeyboardInterrupt into SystemError, and raising inside its call back into
+    Python crashes the process: the CLI re-posts the interrupt 50 ms later)."""
+    code, err = _interrupt(args, marker, cwd=tmp_path)
+    assert code == 130, err
+    assert "Traceback" not in err
+    assert err.rstrip().endswith("mdm-exact: interrupted")
+
+
+@pytest.mark.slow
+def test_cli_ctrl_c_during_train_leaves_a_consistent_run(tmp_path):
+    """Ctrl-C in ``train``: status 130, the lock and every temporary file removed, and a
+    checkpoint, if any was written, whole (mdm.pt holds the weights of mdm.resume.pt)."""
+    torch = pytest.importorskip("torch")
+    out = tmp_path / "run"
+    code, err = _interrupt(["train", "--preset", "2-gram", "--length", "8", "--steps",
+                            "100000", "--width", "16", "--depth", "1", "--heads", "2",
+                            "--batch-size", "4", "--device", "cpu", "--out", str(out)],
+                           b"train mdm")
+    assert code == 130, err
+    assert "Traceback" not in err
+    names = sorted(p.name for p in out.iterdir())
+    assert not [n for n in names if n.startswith(".")], names
+    if "mdm.pt" in names:
+        weights = torch.load(out / "mdm.pt", weights_only=True)
+        state = torch.load(out / "mdm.resume.pt", weights_only=True)
+        assert all(torch.equal(weights[k], state["model"][k]) for k in weights)
+
+
+def test_deferred_interrupt_finishes_the_block():
+    """Ctrl-C inside ``deferred_interrupt`` lets the block finish, then raises."""
+    import signal
+
+    from mdm_exact._io import deferred_interrupt
+
+    done = []
+    with pytest.raises(KeyboardInterrupt), deferred_interrupt():
+        signal.raise_signal(signal.SIGINT)
+        done.append("after the signal")
+    assert done == ["after the signal"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_write_atomic_unique_temporaries_and_cleanup(tmp_path):
+    """Two writers never share a temporary name; a failed write leaves nothing behind and the
+    old file intact."""
+    from mdm_exact._io import write_atomic
+
+    target = tmp_path / "mdm.pt"
+    target.write_text("old")
+    names = []
+    write_atomic(target, lambda p: names.append(p.name) or p.write_text("one"))
+    write_atomic(target, lambda p: names.append(p.name) or p.write_text("two"))
+    assert names[0] != names[1] and target.read_text() == "two"
+
+    def fail(path):
+        path.write_text("partial")
+        raise OSError("disk died")
+
+    with pytest.raises(OSError, match="disk died"):
+        write_atomic(target, fail)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mdm.pt"]
+    assert target.read_text() == "two"
+
+
+def test_directory_lock_refuses_a_second_holder_and_takes_over_a_stale_one(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from mdm_exact._io import directory_lock
+    from mdm_exact.errors import ArgumentError
+
+    with directory_lock(tmp_path) as lock:
+        assert lock.read_text().strip() == str(os.getpid())
+        with pytest.raises(ArgumentError, match=f"in use by process {os.getpid()}"), \
+                directory_lock(tmp_path):
+            pass
+    assert not lock.exists()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    lock.write_text(dead + "\n")
+    with directory_lock(tmp_path):
+        assert lock.read_text().strip() == str(os.getpid())
+    assert not lock.exists()
+
+
+@pytest.mark.slow
+def test_two_trains_on_one_directory(tmp_path):
+    """A second ``train --out DIR`` while the first runs is refused with one line naming the
+    first's pid; the first, interrupted afterwards, removes its lock."""
+    import signal
+    import subprocess
+    import time
+
+    pytest.importorskip("torch")
+    args = ["train", *_TINY_TRAIN[:5], "1000000", *_TINY_TRAIN[6:], "--out",
+            str(tmp_path / "r")]
+    first = _python(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    lock = tmp_path / "r" / ".lock"
+    deadline = time.monotonic() + 120
+    while not lock.exists() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert first.poll() is None, first.communicate()[1].decode()
+    second = _python(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out2, err2 = second.communicate(timeout=120)
+    first.send_signal(signal.SIGINT)
+    first.communicate(timeout=120)
+    assert second.returncode == 2 and out2 == b""
+    assert f"in use by process {first.pid}" in _one_line_error(err2.decode())
+    assert first.returncode == 130
+    assert not lock.exists()
+
+
+# ----------------------------------------------------------------------------- CLI fuzzing
+
+
+def _walk_numbers(value, key=""):
+    """(key, leaf) for every leaf of a JSON document."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _walk_numbers(v, k if k not in ("value", "low", "high") else key)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _walk_numbers(v, key)
+    else:
+        yield key, value
+
+
+_PROBABILITIES = {"ser", "total_mass", "p_e"}
+_NON_NEGATIVE = {"kl", "jensen_bound", "entropy", "log_ter_q", "gap", "gen_log_ppl",
+                 "jensen_bound_per_token", "theorem_4_4_lower_bound", "nats", "bits", "steps"}
+_MAY_BE_INFINITE = {"kl", "gen_log_ppl", "log_ter", "log_ter_q", "gap", "jensen_bound",
+                    "jensen_bound_per_token"}
+
+
+def _check_cli_outcome(argv: list[str]) -> None:
+    import json
+    import math
+
+    code, out, err = _cli(argv)
+    if code == 2:
+        assert out == "", (argv, out)
+        _one_line_error(err)
+        return
+    assert code == 0, (argv, code, err)
+    for key, leaf in _walk_numbers(json.loads(out)):
+        assert leaf != "nan", (argv, key)
+        if leaf in ("inf", "-inf"):
+            assert key in _MAY_BE_INFINITE, (argv, key, leaf)
+            continue
+        if isinstance(leaf, float):
+            assert math.isfinite(leaf), (argv, key, leaf)
+        if key in _PROBABILITIES and isinstance(leaf, float):
+            assert 0.0 <= leaf <= 1.0, (argv, key, leaf)
+        if key in _NON_NEGATIVE and isinstance(leaf, int | float):
+            assert leaf >= 0, (argv, key, leaf)
+
+
+def _language_documents():
+    from hypothesis import strategies as st
+
+    number = st.one_of(
+        st.floats(allow_nan=True, allow_infinity=True), st.integers(-3, 10**30),
+        st.sampled_from([0, 1, 0.5, 1e-310, 1e-300, 1e308, -0.0, True]), st.text(max_size=3))
+    vector = st.lists(number, min_size=0, max_size=4)
+    matrix = st.lists(vector, min_size=0, max_size=4)
+    table = st.one_of(vector, matrix, st.lists(matrix, max_size=3), number, st.none())
+    fields = st.fixed_dictionaries(
+        {"kind": st.sampled_from(["ngram", "hmm", "interval", "nope", 3])},
+        optional={"order": number, "interval": number, "initial": table, "transition": table,
+                  "emission": table, "metadata": st.one_of(st.dictionaries(st.text(max_size=3),
+                                                                            number), number)})
+    def mutated(case):
+        name, key, value = case
+        data = me.preset(name).to_dict()
+        if key is not None:
+            data[key] = value
+        return data
+
+    near_valid = st.tuples(st.sampled_from(["2-gram", "hmm"]),
+                           st.sampled_from([None, "order", "initial", "transition", "emission",
+                                            "threshold", "metadata"]), table).map(mutated)
+    return st.one_of(fields.map(lambda d: ("json", d)), near_valid.map(lambda d: ("json", d)),
+                     st.text(max_size=40).map(lambda t: ("text", t)),
+                     st.lists(st.sampled_from(["[", "]", "{", "}", '"a":', "1", ","]),
+                              max_size=60).map(lambda t: ("text", "".join(t))))
+
+
+def _write_document(doc) -> str:
+    import json
+
+    kind, content = doc
+    text = json.dumps(content) if kind == "json" else content
+    return _file("lang.json", text)
+
+
+def _extreme_arguments():
+    from hypothesis import strategies as st
+
+    eps = st.sampled_from(["1e-300", "1e-12", "0.5", "0.999999", "5e-324", "1", "0", "nan",
+                           "-0.1", "inf"])
+    small = st.integers(-2, 6).map(str)
+    seed = st.integers(-1, 2**63).map(str)
+    bound = st.tuples(st.one_of(st.integers(2, 5), st.integers(-1, 10**6)),
+                      st.one_of(st.floats(0.01, 0.99), eps)).map(
+        lambda t: ["bound", "--n", str(t[0]), "--eps", str(t[1]), "--json"])
+    ser = st.tuples(st.integers(1, 9), st.integers(1, 10**5), st.integers(0, 10**6)).map(
+        lambda t: ["ser", "--interval", str(t[0]), "--length", str(t[0] * t[1]), "--steps",
+                   str(t[2]), "--json"])
+    preset = st.sampled_from(["2-gram", "3-gram", "hmm", "interval-parity"])
+    exact = st.tuples(preset, small, small, st.sampled_from(["linear", "cosine", "nope"])).map(
+        lambda t: ["exact", "--preset", t[0], "--length", t[1], "--steps", t[2],
+                   "--schedule", t[3], "--json"])
+    simulate = st.tuples(preset, small, small, small, seed).map(
+        lambda t: ["simulate", "--preset", t[0], "--length", t[1], "--steps", t[2],
+                   "--samples", t[3], "--seed", t[4], "--json"])
+    return st.one_of(bound, ser, exact, simulate)
+
+
+def test_cli_fuzz_malformed_languages_and_extreme_arguments():
+    """Random malformed JSON languages (through ``exact`` and ``language``) and random
+    extreme-but-legal arguments of bound / ser / exact / simulate: either status 0 with finite,
+    in-domain numbers in the --json output, or status 2 with one line on stderr and nothing on
+    stdout. Anything else (a traceback, another status) fails."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=200, deadline=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    @given(st.one_of(_language_documents().map(lambda d: ("language", d)),
+                     _extreme_arguments().map(lambda a: ("argv", a))))
+    def check(case):
+        kind, payload = case
+        if kind == "argv":
+            _check_cli_outcome(payload)
+            return
+        path = _write_document(payload)
+        _check_cli_outcome(["exact", "--language", path, "--length", "3", "--steps", "2",
+                            "--json"])
+        _check_cli_outcome(["language", "--language", path, "--json"])
+
+    check()
+
+
+# ----------------------------------------------------------------------------- CLI under RLIMIT_AS
+
+_RLIMIT_BYTES = 4 * 2**30
+
+_RLIMIT_ROWS = [
+    ("simulate", ["simulate", "--preset", "2-gram", "--length", "10", "--steps", "2",
+                  "--samples", HUGE]),
+    ("exact", ["exact", "--preset", "hmm", "--length", "30", "--steps", "2"]),
+    ("bound", ["bound", "--n", "2", "--eps", "1e-5"]),
+    ("language", ["language", "--preset", "hmm", "--length", "100000"]),
+    ("figure", ["figure", "fig1", "--out", "{tmp}/f.png", "--length", HUGE]),
+    ("train", ["train", "--preset", "2-gram", "--out", "{tmp}/run", "--length", HUGE]),
+    ("ser", ["ser", "--interval", "1000000", "--length", "1000000", "--steps", "10"]),
+    ("steps", ["steps", "--interval", "5", "--length", "1000", "--ser", "1e-9", "--schedule",
+               "cosine"]),
+    ("evaluate", ["evaluate", "{run}", "--steps", HUGE, "--device", "cpu"]),
+]
+
+_TIMED = """
+import sys, time
+import mdm_exact.cli as cli
+if sys.argv[1] in ("train", "evaluate"):
+    import mdm_exact.nn.commands
+if sys.argv[1] == "figure":
+    import matplotlib.backend_bases, mdm_exact.plotting
+start = time.perf_counter()
+code = cli.main(sys.argv[1:])
+sys.stdout.write(f"{time.perf_counter() - start}\\n")
+sys.exit(code)
+"""
+
+
+def _limit_address_space():
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (_RLIMIT_BYTES, _RLIMIT_BYTES))
+
+
+def test_imports_work_under_rlimit_as():
+    """numba, torch and matplotlib import under RLIMIT_AS = 4 GiB (else the test below would
+    measure import failures)."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("torch")
+    res = subprocess.run([sys.executable, "-c", "import mdm_exact.cli, mdm_exact.nn.commands, "
+                          "mdm_exact.plotting, matplotlib.figure, numba"],
+                         capture_output=True, text=True, preexec_fn=_limit_address_space,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr
+
+
+@pytest.mark.parametrize("argv", [r[1] for r in _RLIMIT_ROWS], ids=[r[0] for r in _RLIMIT_ROWS])
+def test_cli_refuses_largest_input_fast_under_rlimit_as(argv, tmp_path):
+    """Each verb's largest refused input, in a subprocess under RLIMIT_AS = 4 GiB: status 2, one
+    line, nothing else on stdout, in under 2 s. Importing numba (and torch for train) takes
+    several seconds on a loaded machine, so the time is measured from a timestamp taken after
+    the imports, around ``cli.main`` itself."""
+    import subprocess
+    import sys
+
+    run = None
+    if argv[0] in _TORCH_VERBS:
+        pytest.importorskip("torch")
+        run = _run_dir() if argv[0] == "evaluate" else None
+    argv = [a.format(tmp=tmp_path, run=run) for a in argv]
+    res = subprocess.run([sys.executable, "-c", _TIMED, *argv], capture_output=True, text=True,
+                         preexec_fn=_limit_address_space, timeout=300)
+    assert res.returncode == 2, res.stderr
+    _one_line_error(res.stderr)
+    lines = res.stdout.split()
+    assert len(lines) == 1, res.stdout
+    assert float(lines[0]) < 2.0

@@ -43,6 +43,7 @@ SCHEDULES = {
     "alpha-list": Schedule.from_alpha([1.0, 0.7, 0.65, 0.2, 0.0]),
     "paper_ngram": Schedule.paper_ngram(2, 0.5),
     "adaptive_ngram": Schedule.adaptive_ngram(2, 0.4),
+    "empty-step": Schedule([0.3, 0.0, 0.45, 0.25]),
 }
 
 
@@ -109,16 +110,27 @@ def test_permutation_hmm_is_its_bigram():
 # ------------------------------------------------------------- an enumeration written here
 
 
-def brute_force_log_p(joint: np.ndarray, masses: np.ndarray, x: np.ndarray) -> float:
+def brute_force_log_p(joint: np.ndarray, masses: np.ndarray, x: np.ndarray, model=None) -> float:
     """log p(x) by enumerating every step assignment (each position's step drawn from the
-    masses) and multiplying the oracle conditionals q(x_j | revealed tokens), each read off the
-    dense joint (uniform where the revealed tokens are impossible)."""
+    masses) and multiplying the denoiser's conditionals at x_j: the oracle's q(. | revealed
+    tokens), read off the dense joint (uniform where the revealed tokens are impossible), passed
+    through ``model`` (a map of that vector, e.g. a perturbation) when given."""
     length, vocab = x.size, joint.shape[0]
-    # q(x_R) for every subset R (bitmask) of positions, by summing the joint.
-    q_sub = np.empty(2**length)
-    for mask in range(2**length):
-        idx = tuple(int(x[j]) if mask >> j & 1 else slice(None) for j in range(length))
-        q_sub[mask] = joint[idx].sum()
+    model = model or (lambda vec: vec)
+    # q(x_R, x_j = v) for every subset R (bitmask) of positions and every (j, v).
+    tables = {}
+
+    def conditional(before: int, j: int) -> np.ndarray:
+        if (before, j) not in tables:
+            idx = tuple(int(x[i]) if before >> i & 1 else slice(None) for i in range(length))
+            sub = joint[idx]
+            kept = [i for i in range(length) if not before >> i & 1]
+            vec = sub.sum(axis=tuple(a for a, i in enumerate(kept) if i != j))
+            total = vec.sum()
+            vec = vec / total if total > 0 else np.full(vocab, 1.0 / vocab)
+            tables[before, j] = model(vec)
+        return tables[before, j]
+
     total = 0.0
     for steps in itertools.product(range(masses.size), repeat=length):
         weight = math.prod(masses[s] for s in steps)
@@ -126,10 +138,7 @@ def brute_force_log_p(joint: np.ndarray, masses: np.ndarray, x: np.ndarray) -> f
             continue
         for j, s in enumerate(steps):
             before = sum(1 << i for i in range(length) if steps[i] < s)
-            if q_sub[before] > 0:
-                weight *= q_sub[before | 1 << j] / q_sub[before]
-            else:
-                weight /= vocab
+            weight *= conditional(before, j)[x[j]]
         total += weight
     return math.log(total) if total > 0 else -math.inf
 
@@ -145,6 +154,27 @@ def test_equals_step_assignment_enumeration(length):
     xs = np.concatenate([on, off])
     want = np.array([brute_force_log_p(joint, schedule.masses, x) for x in xs])
     assert_log_close(chain_log_likelihood(BIGRAM, schedule, xs), want)
+
+
+def test_perturbed_oracle_equals_step_assignment_enumeration():
+    """The PerturbedOracle's marginal is perturb_toward applied to the oracle's, whatever the
+    state: the enumeration applies it to the conditionals it reads off the joint."""
+    from mdm_exact.sampling import perturb_toward
+
+    length, schedule = 5, Schedule.from_alpha([1.0, 0.5, 0.0])
+    den = PerturbedOracle(BIGRAM, 0.08, "random", seed=2)
+    rng = np.random.default_rng(9)
+    xs = np.concatenate([BIGRAM.sample(2, length, rng), rng.integers(0, V, (2, length))])
+    joint = BIGRAM.joint(length)
+
+    def model(vec):
+        return perturb_toward(vec, den.eps_learning, den.direction)[0]
+
+    want = np.array([brute_force_log_p(joint, schedule.masses, x, model) for x in xs])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnreachedLearningErrorWarning)
+        got = chain_log_likelihood(BIGRAM, schedule, xs, den)
+    assert_log_close(got, want)
 
 
 def test_equals_direct_sum_at_length_12():
@@ -283,6 +313,16 @@ def test_two_step_sum_matches_the_engine():
     on = BIGRAM.in_support(xs)
     got = np.array([two_step_log_p(BIGRAM, 0.3, x) for x in xs[on]])
     assert_log_close(got, want[on])
+
+
+def test_independent_tokens_are_sampled_exactly_at_length_200():
+    """Identical rows (i.i.d. tokens): every oracle marginal is that row whatever is revealed,
+    so p = q for any schedule; the DP must sum the probabilities of all reveal patterns to 1."""
+    row = np.array([0.5, 0.3, 0.2])
+    lang = NGram(2, row, np.tile(row, (V, 1)))
+    x = lang.sample(2, 200, 3)
+    got = chain_log_likelihood(lang, Schedule.cosine(16), x)
+    assert_log_close(got, lang.log_prob(x), 1e-12)
 
 
 def test_many_steps_at_length_256_stay_in_range():

@@ -62,10 +62,13 @@ def hand_select(rule: dict, marg: np.ndarray, row: list[int], step: int) -> list
     if not masked:
         return []
     if rule["kind"] == "topk":
-        per_block = rule["n"] // (length // block)
+        # N split evenly over the ceil(L / B) blocks, each block's length over its steps (the
+        # last block is shorter when B does not divide L).
+        per_block = rule["n"] // -(-length // block)
         first = (step // per_block) * block
         local = step % per_block
-        count = block // per_block + (1 if local < block % per_block else 0)
+        size = min(block, length - first)
+        count = size // per_block + (1 if local < size % per_block else 0)
     else:
         first = (masked[0] // block) * block
     cand = [j for j in masked if first <= j < first + block]
@@ -192,7 +195,7 @@ RULES = [
     {"kind": "topk", "score": "margin", "n": 3},
     {"kind": "topk", "score": "entropy", "n": 2},
     {"kind": "topk", "score": "confidence", "n": 9},
-    {"kind": "topk", "score": "margin", "n": 4, "block": 2},
+    {"kind": "topk", "score": "margin", "n": 6, "block": 2},
     {"kind": "threshold", "tau": 0.6},
     {"kind": "threshold", "tau": 0.3, "block": 2},
     {"kind": "eb", "gamma": 0.5},
@@ -215,13 +218,6 @@ def small(ref, bigram, trigram, zero_hmm):
     return cases
 
 
-def fits(rule: dict, length: int) -> bool:
-    block = rule.get("block")
-    if block is None:
-        return True
-    return length % block == 0 and (rule["kind"] != "topk" or rule["n"] % (length // block) == 0)
-
-
 # ------------------------------------------------------------------------------ log_likelihood
 
 
@@ -229,8 +225,6 @@ def fits(rule: dict, length: int) -> bool:
 @pytest.mark.parametrize("rule", RULES, ids=rule_id)
 def test_policy_matches_brute_force_and_engine(small, lang_name, rule):
     language, length, brute = small[lang_name]
-    if not fits(rule, length):
-        pytest.skip("the blocks do not divide this length")
     xs = brute.sequences()
     want = np.array([hand_log_p(rule, brute.marginals, list(x)) for x in xs])
     assert math.isclose(np.exp(want).sum(), 1.0, rel_tol=1e-12)  # the reference is a law
@@ -306,6 +300,9 @@ def test_policy_matches_a_per_position_loop_at_length_64(rule):
     assert np.all(np.isfinite(got[:2]))
 
 
+# Near-uniform oracle marginals cannot be moved 0.05 nats away toward uniform; the model then
+# outputs uniform there and warns, which changes nothing here.
+@pytest.mark.filterwarnings("ignore::mdm_exact.sampling.UnreachedLearningErrorWarning")
 def test_denoiser_is_used_and_off_support_rows_keep_their_finite_log_p(small):
     language, length, brute = small["bigram"]
     den = PerturbedOracle(language, 0.05)
@@ -383,7 +380,7 @@ def test_kl_below_jensen_bound_and_above_ser_bound(small, lang_name, plan_name):
 
 
 @pytest.mark.parametrize("lang_name", list(LANGUAGES))
-@pytest.mark.parametrize("rule", RULES[:4] + RULES[5:6] + RULES[7:8] + RULES[9:10], ids=rule_id)
+@pytest.mark.parametrize("rule", RULES, ids=rule_id)
 def test_ser_bound_holds_for_policies(small, lang_name, rule):
     language, length, brute = small[lang_name]
     xs = brute.sequences()
@@ -439,7 +436,7 @@ def test_ar_order_has_zero_kl():
     assert est.exact_kl is None
     assert est.kl.high < 1e-9 and est.kl.value >= 0
     h = language.entropy(128).value / 128
-    assert est.log_ter.contains(h) or abs(est.log_ter.value - h) < 0.1
+    assert est.log_ter.contains(h)  # p = q: the log TER is the entropy rate
 
 
 # ------------------------------------------------------------------------------ bad inputs

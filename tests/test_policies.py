@@ -458,7 +458,7 @@ def test_select_matches_the_hand_written_rules(seed):
                  {"kind": "topk", "score": "entropy", "n": n},
                  {"kind": "threshold", "tau": float(rng.choice([0.25, 0.5, 0.6, 1.0]))},
                  {"kind": "eb", "gamma": float(rng.choice([0.0, 0.5, 1.0, 3.0]))},
-                 {"kind": "factor", "f": float(rng.choice([0.25, 1.0, 2.0]))}]:
+                 {"kind": "factor", "f": float(rng.choice([0.25, 1.0, 2.0, 4.0]))}]:
         rule["block"] = block
         policy = policy_of(rule)
         step = int(rng.integers(0, policy.max_steps(length)))
@@ -556,3 +556,68 @@ def test_policy_refused_where_only_plans_make_sense(bigram):
         with pytest.raises(MdmExactError, match="schedule") as info:
             fn(*args)
         assert "\n" not in str(info.value)
+
+
+# ------------------------------------------------------------------------------ command line
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    from mdm_exact.cli import main
+
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_exact_with_a_policy(capsys, bigram, tmp_path):
+    from mdm_exact import save_language
+
+    path = tmp_path / "bigram.json"
+    save_language(bigram, path)
+    code, out, err = run_cli(capsys, "exact", "--language", str(path), "--length", "4",
+                             "--policy", "factor:1", "--block-length", "2", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    m = exact_metrics(bigram, Factor(1.0, 2), 4)
+    assert data["kl"] == pytest.approx(m.kl, abs=1e-12) and data["ser"] == pytest.approx(m.ser)
+    assert data["jensen_bound"] is None and data["gap"] is None
+    code, out, _ = run_cli(capsys, "exact", "--language", str(path), "--length", "4",
+                           "--policy", "threshold:0.5")
+    assert code == 0 and "n/a" in out
+
+
+def test_cli_simulate_with_a_policy(capsys):
+    code, out, err = run_cli(capsys, "simulate", "--preset", "2-gram", "--length", "16",
+                             "--samples", "40", "--policy", "threshold:0.8", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    res = sample(__import__("mdm_exact").preset("2-gram"), Threshold(0.8), 16, 40,
+                 rng=np.random.default_rng(0))
+    assert data["nfe_mean"] == pytest.approx(res.nfe_per_row.mean())
+    assert data["nfe_quantiles"] == {str(q): pytest.approx(np.percentile(res.nfe_per_row, q))
+                                     for q in (5, 50, 95)}
+    for key in ("ser", "gen_log_ppl", "kl_per_token", "log_ter"):
+        est = data[key]
+        assert est["low"] <= est["value"] <= est["high"], key
+    assert data["kl_per_token"]["value"] >= 0
+    code, out, err = run_cli(capsys, "simulate", "--preset", "2-gram", "--length", "16",
+                             "--samples", "10", "--policy", "random-topk:4", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["kl_per_token"] is None and data["log_ter"] is None
+    assert data["nfe_quantiles"] == {"5": 4.0, "50": 4.0, "95": 4.0}
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (("--policy", "topk-confidence:4", "--steps", "4"), "--steps"),
+    (("--policy", "threshold:2"), "tau"),
+    (("--policy", "sometimes:3"), "policy"),
+    (("--policy", "topk-margin:3", "--block-length", "4"), "num_steps"),
+    (("--policy", "eb:0.1", "--block-length", "9"), "block_length"),
+    (("--steps", "4", "--block-length", "2"), "--block-length"),
+])
+def test_cli_refuses_bad_policy_arguments(capsys, argv, needle):
+    code, _, err = run_cli(capsys, "exact", "--preset", "2-gram", "--length", "8", *argv)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("mdm-exact: error:")
+    assert needle in lines[0]

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -216,13 +217,20 @@ def _save(out: Path, model: Transformer, optimizer, step: int, rng: np.random.Ge
 
 def _load_checkpoint(path: Path, device: torch.device):
     """``torch.load(path, weights_only=True)``, refusing an empty, truncated or foreign file
-    with one line (torch reports these with several exception types)."""
-    try:
-        return torch.load(path, map_location=device, weights_only=True)
-    except Exception as err:  # any failure to parse the file means a bad file
-        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ArgumentError(f"{str(path)!r} is not a readable checkpoint ({detail[:200]})"
-                            ) from None
+    with one line (torch reports these with several exception types, and warns on some first:
+    the warnings are shown only when the file loads)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            state = torch.load(path, map_location=device, weights_only=True)
+        except Exception as err:  # any failure to parse the file means a bad file
+            sentence = str(err).strip().split("\n")[0].split(". ")[0][:120]
+            detail = f"{type(err).__name__}: {sentence}" if sentence else type(err).__name__
+            raise ArgumentError(f"{str(path)!r} is not a readable checkpoint ({detail})"
+                                ) from None
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return state
 
 
 def _load_weights(model: Transformer, weights, path: Path) -> None:
@@ -232,9 +240,11 @@ def _load_weights(model: Transformer, weights, path: Path) -> None:
     try:
         model.load_state_dict(weights)
     except RuntimeError as err:
-        detail = " ".join(str(err).split())
+        text = " ".join(str(err).split())
+        start = max(text.find("size mismatch"), text.find("Missing key"), 0)
+        detail = text[start:].split(". ")[0][:240]
         raise ArgumentError(f"{str(path)!r} does not fit the model config of its run (another "
-                            f"width, depth or vocabulary?): {detail[:200]}") from None
+                            f"width, depth or vocabulary?): {detail}") from None
 
 
 def train(

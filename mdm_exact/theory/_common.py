@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import numbers
+import reprlib
 
 import numpy as np
 
@@ -11,9 +13,19 @@ from ..policies import is_policy
 from ..schedules import DeterministicPlan, FixedCountPlan, Schedule
 
 
+def _real(name: str, value) -> float:
+    """``value`` as a float: bool, complex and text are refused, huge ints become inf."""
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
+        raise ArgumentTypeError(f"{name} must be a real number, got {reprlib.repr(value)}")
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
 def check_probability(name: str, value, *, open_low: bool = False, open_high: bool = False):
     """``value`` as a float in [0, 1] (ends excluded on request); ``ValueError`` otherwise."""
-    v = float(value)
+    v = _real(name, value)
     low_bad = v <= 0 if open_low else v < 0
     high_bad = v >= 1 if open_high else v > 1
     if not math.isfinite(v) or low_bad or high_bad:
@@ -24,9 +36,9 @@ def check_probability(name: str, value, *, open_low: bool = False, open_high: bo
 
 
 def check_nonnegative(name: str, value) -> float:
-    v = float(value)
+    v = _real(name, value)
     if not (math.isfinite(v) and v >= 0):
-        raise ArgumentError(f"{name} must be a finite number >= 0, got {value!r}")
+        raise ArgumentError(f"{name} must be a finite number >= 0, got {reprlib.repr(value)}")
     return v
 
 

@@ -38,7 +38,7 @@ from ._common import check_probability, masses_of, run_lengths
 
 WORK_BUDGET = 1e9
 """Most inner-loop operations one exact interval computation (or one ``min_steps_for_ser``
-search) may take, a few seconds; above it the call is refused with the estimate."""
+search) may take, about one to a few seconds; above it the call is refused with the estimate."""
 
 MAX_EXACT_STEPS = 2**62
 """Largest number of equal steps the compiled kernels take (int64 counts)."""
@@ -166,6 +166,7 @@ def _schedule_validity(masses: np.ndarray, ell: int, p_e: float, what: str
     valid, fail = _group_validity(values, counts, keep, lose, False)
     return min(1.0, valid), min(1.0, fail)
 
+
 # ------------------------------------------------------------------------------ Lemma C.5
 
 
@@ -259,7 +260,9 @@ def jensen_intermediate(schedule, interval: int) -> float:
     ell = check_positive_int("interval", interval, 1)
     p = masses_of(schedule)
     with np.errstate(divide="ignore"):  # a mass of 1: log1p(-1) = -inf, term 0
-        return float(np.sum(p * np.exp(int_times(ell - 1, np.log1p(-np.minimum(p, 1.0))))))
+        terms = p * np.exp(int_times(ell - 1, np.log1p(-np.minimum(p, 1.0))))
+    # <= sum p = 1; masses summing to 1 + 2e-16 must not give a value above 1
+    return float(min(1.0, terms.sum()))
 
 
 # ------------------------------------------------------------------------------ Lemma C.6

@@ -76,7 +76,8 @@ def mutual_information_profile(
     if method not in METHODS:
         raise ArgumentError(f"method must be one of {METHODS}, got {method!r}")
     if method == "auto":
-        small = language.vocab_size**length <= EXACT_MAX_ENTRIES
+        # in logs: V**L itself would be a gigantic int at a long length
+        small = int_times(length, math.log2(language.vocab_size)) <= math.log2(EXACT_MAX_ENTRIES)
         method = "exact" if small else "monte-carlo"
     if method == "exact":
         joint = language.joint(length)

@@ -239,8 +239,9 @@ def min_length(n: int, eps) -> int:
     m = paper_ngram_extra_steps(n, eps)
     exact = eps if isinstance(eps, Fraction) else Fraction(str(eps))
     e = float(exact)
-    first = Fraction(8 * (n - 1) * math.log(4 / e)) / exact ** (n - 1)
-    second = Fraction(3 * math.log(10 / e)) * m / (1 - exact)
+    # ln(4 / eps) as ln 4 - ln eps: 4 / eps overflows for a subnormal eps
+    first = Fraction(8 * (n - 1) * (math.log(4) - math.log(e))) / exact ** (n - 1)
+    second = Fraction(3 * (math.log(10) - math.log(e))) * m / (1 - exact)
     return math.ceil(max(first, second, m))
 
 

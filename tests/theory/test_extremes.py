@@ -16,13 +16,16 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from mdm_exact import DeterministicPlan, FixedCountPlan, Schedule
+from mdm_exact import DeterministicPlan, FixedCountPlan, MdmExactError, Schedule
 from mdm_exact.cli import main
 from mdm_exact.schedules import adaptive_ngram_steps_bound, paper_ngram_extra_steps
 from mdm_exact.theory import (
     acceptance_lower_bound,
     collision_probability,
+    dependency_kl_bound,
     distinct_steps_paper_bound,
     distinct_steps_probability,
     expected_nfe,
@@ -38,6 +41,7 @@ from mdm_exact.theory import (
     theorem_c9_bound,
     theorem_c9_is_vacuous,
 )
+from mdm_exact.theory.ngram import separator_tail_bound
 
 BIG = 10**400
 REL = 1e-12
@@ -223,6 +227,56 @@ def test_lengths_beyond_float_range():
     assert li_cai_bound(1.0, 2**61, 2**60 + 1) == (2**61 - 1) / 2**61
 
 
+# ------------------------------------------------------------------------------ property
+
+
+LENGTHS = st.one_of(st.integers(1, 10**6), st.integers(1, 10**40), st.integers(10**300, 10**320),
+                    st.just(BIG))
+MASSES = st.lists(st.floats(0.0, 1.0), min_size=1, max_size=6).filter(lambda m: sum(m) > 0)
+
+
+@settings(max_examples=80, deadline=None)
+@given(raw=MASSES, ell=st.integers(1, 250), intervals=LENGTHS, length=LENGTHS,
+       p_e=st.floats(0.0, 1.0), eps=st.floats(0.0, 10.0), c=st.floats(1e-300, 1e3),
+       real_n=st.floats(1.0, 1e300))
+def test_extreme_arguments_answer_in_domain_or_refuse(raw, ell, intervals, length, p_e, eps, c,
+                                                       real_n):
+    """Probabilities in [0, 1], other bounds finite and >= 0, or a one-line library refusal:
+    never an OverflowError, a NaN or an inf."""
+    masses = np.array(raw) / sum(raw)
+    masses[-1] = max(0.0, 1.0 - masses[:-1].sum())
+    probability = [
+        lambda: oracle_ser(masses, ell, ell * intervals, p_e=p_e),
+        lambda: interval_valid_probability(masses, ell, p_e=p_e),
+        lambda: ser_lower_bound(real_n, ell, ell * intervals, p_e),
+        lambda: ser_lower_bound_tight(masses, ell, ell * intervals, p_e),
+        lambda: distinct_steps_probability(masses, ell),
+        lambda: distinct_steps_paper_bound(real_n, length),
+        lambda: collision_probability(masses, length),
+        lambda: acceptance_lower_bound(length, eps),
+        lambda: theorem_c9_bound(c, length, p_e),
+        lambda: jensen_intermediate(masses, length),
+        lambda: float(separator_tail_bound(length, 3, masses).bound.max()),
+    ]
+    other = [
+        lambda: expected_nfe(Schedule(masses), length),
+        lambda: li_cai_bound(eps, length, ell),
+        lambda: dependency_kl_bound(3, length, 4, eps),
+        lambda: min(min_length(2, float(masses[0])), 10**20) if 0 < masses[0] < 1 else 1,
+    ]
+    for kind, calls in (("probability", probability), ("bound", other)):
+        for call in calls:
+            try:
+                value = call()
+            except MdmExactError as err:
+                assert "\n" not in str(err)
+                continue
+            assert math.isfinite(value) and value >= 0, (kind, value)
+            if kind == "probability":
+                assert value <= 1.0, value
+    assert expected_nfe(Schedule(masses), length) <= min(np.count_nonzero(masses), length)
+
+
 # ------------------------------------------------------------------------------ Theorem C.9
 
 
@@ -367,6 +421,19 @@ def test_cli_refuses_in_one_line(capsys, argv, needle):
     code, out, err = run(capsys, *argv)
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and needle in err
+
+
+def test_cli_bound_json_listing_is_budgeted(capsys, monkeypatch):
+    s = Schedule.adaptive_ngram(3, 0.05)
+    assert s.num_runs == len(s.runs()) and s.runs(2) == s.runs()[:2]
+    listing = 700 * s.num_runs + 80 * s.num_steps
+    assert 32 * s.num_steps < 1e6 < listing  # the schedule fits 1 MB, its listing does not
+    monkeypatch.setenv("MDM_EXACT_MAX_MEMORY", "1MB")
+    code, out, err = run(capsys, "bound", "--n", "3", "--eps", "0.05", "--schedule", "adaptive",
+                         "--json")
+    assert code == 2 and out == "" and "--json listing" in err
+    code, out, _ = run(capsys, "bound", "--n", "3", "--eps", "0.05", "--schedule", "adaptive")
+    assert code == 0 and f"({s.num_runs} runs)" in out
 
 
 def test_cli_bound_verify_without_preset(capsys):
