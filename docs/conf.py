@@ -3,7 +3,10 @@
 Build: ``sphinx-build -W -b html docs docs/_build/html`` (needs the ``docs`` extra). Markdown
 pages are parsed by myst-parser, the API reference comes from the docstrings (autodoc +
 napoleon), the CLI reference is rendered from ``mdm_exact.cli.build_parser()`` at build time
-(``_ext/cli_reference.py``), and math is typeset by MathJax.
+(``_ext/cli_reference.py``), and math is typeset by MathJax. MathJax ships with the build
+(``sphinx-mathjax-offline`` copies MathJax 3 into ``_static/mathjax`` and points
+``mathjax_path`` there), so the pages render their formulas offline and load nothing from another
+host (``tests/test_docs.py`` checks this).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
+    "sphinx-mathjax-offline",  # the module's name has hyphens; it bundles MathJax 3
     "cli_reference",
     "docstring_safety",
 ]

@@ -119,7 +119,7 @@ def _engine_log_likelihood(language: Language, plan, x: np.ndarray, den: Denoise
     try:
         p = output_distribution(language, plan, length, den)
     except BudgetError as err:
-        raise BudgetError(f"log_likelihood of {plan!r} at length {length} needs the exact "
+        raise BudgetError(f"log_likelihood of plan {plan!r} at length {length} needs the exact "
                           f"engine, refused: {err} (exact at any length: {SUPPORTED})") from None
     with np.errstate(divide="ignore"):
         return np.log(p[tuple(x.T)])

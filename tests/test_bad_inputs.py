@@ -642,6 +642,25 @@ def test_cli_json_converts_values_not_text():
                     "arr": [1.5, "-inf"], "n": 3}
 
 
+def test_cli_preset_options_are_honoured_and_overwrite_replaces(tmp_path):
+    """--threshold and --language-seed reach ``preset``; --overwrite lets --save replace a file
+    that is refused without it."""
+    import json
+
+    path = tmp_path / "l.json"
+    path.write_text("old")
+    argv = ["language", "--preset", "2-gram", "--threshold", "0", "--language-seed", "3",
+            "--save", str(path)]
+    code, out, err = _cli(argv)
+    assert (code, out) == (2, "") and "already exists" in _one_line_error(err)
+    assert path.read_text() == "old"
+    code, _, err = _cli([*argv, "--overwrite"])
+    assert code == 0, err
+    saved = json.loads(path.read_text())
+    assert saved == json.loads(json.dumps(me.preset("2-gram", threshold=0, seed=3).to_dict()))
+    assert saved != json.loads(json.dumps(me.preset("2-gram").to_dict()))
+
+
 def test_cli_max_memory_is_scoped_to_the_command(monkeypatch):
     """--max-memory after the verb works, and the budget returns to its value afterwards."""
     from mdm_exact._utils import MEMORY_ENV, memory_budget

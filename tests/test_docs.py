@@ -34,7 +34,7 @@ def html(tmp_path_factory) -> Path:
 def test_strict_build_writes_every_page(html):
     for page in ("index", "install", "concepts", "examples", "figures", "differences", "cli",
                  "api", "benchmarks", "theory/index", "theory/theorem-4-2", "theory/theorem-4-4",
-                 "theory/lemma-b12", "theory/example-c7", "theory/literature"):
+                 "theory/lemma-b12", "theory/example-c7", "theory/literature", "policies"):
         assert (html / f"{page}.html").exists(), page
 
 
@@ -57,6 +57,6 @@ def test_api_reference_documents_the_public_names(html):
 
 
 def test_figures_are_shipped(html):
-    for name in ("fig1", "theorem-4.4", "theorem-4.2"):
+    for name in ("fig1", "theorem-4.4", "theorem-4.2", "policies"):
         assert (DOCS / "_static" / "figures" / f"{name}.png").stat().st_size > 20_000
         assert (html / "_images" / f"{name}.png").exists()

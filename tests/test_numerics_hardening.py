@@ -438,7 +438,12 @@ def status(key):
         if line.startswith(key):
             return int(line.split()[1]) * 1024
 
-open("/proc/self/clear_refs", "w").write("5")  # resets VmHWM to the current RSS
+try:
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # resets VmHWM to the current RSS
+except OSError:
+    print("skip")
+    sys.exit(0)
 base = status("VmRSS")
 me.exact_metrics(lang, plan, length, den, max_bytes=2**40)
 print(status("VmHWM") - base, ex._estimate_bytes(v, length))
@@ -455,6 +460,8 @@ def test_exact_engine_memory_estimate_bounds_the_peak(kind, vocab, length):
     res = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, kind, str(vocab), str(length)],
                          capture_output=True, text=True, env=env, timeout=120)
     assert res.returncode == 0, res.stderr
+    if res.stdout.strip() == "skip":
+        pytest.skip("/proc/self/clear_refs is not writable here")
     peak, estimate = (float(t) for t in res.stdout.split())
     assert peak > 0
     assert peak <= estimate, (peak / 2**20, estimate / 2**20)
