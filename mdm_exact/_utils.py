@@ -72,6 +72,20 @@ def as_rng(seed: int | np.random.Generator | None) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
+def real_array(name: str, value) -> np.ndarray:
+    """``value`` as a new float64 array, refusing what is not a rectangular array of real numbers
+    (bool, complex, strings and objects are never coerced)."""
+    try:
+        raw = np.asarray(value)
+    except (ValueError, TypeError):
+        raise ArgumentError(f"{name} must be a rectangular array of numbers (ragged rows?)")\
+            from None
+    if raw.dtype == bool or not (np.issubdtype(raw.dtype, np.integer)
+                                 or np.issubdtype(raw.dtype, np.floating)):
+        raise ArgumentTypeError(f"{name} must hold real numbers, got dtype {raw.dtype}")
+    return np.array(raw, dtype=np.float64)
+
+
 def check_probabilities(name: str, array, shape: tuple[int, ...] | None = None) -> np.ndarray:
     """Float64 copy of ``array`` whose last axis is a probability vector (read-only).
 
@@ -79,15 +93,7 @@ def check_probabilities(name: str, array, shape: tuple[int, ...] | None = None) 
     ragged rows or rows that do not sum to 1 within ``STOCHASTIC_ATOL``, and a ``TypeError`` for
     entries that are not real numbers (bool, complex, strings, objects are never coerced).
     """
-    try:
-        raw = np.asarray(array)
-    except (ValueError, TypeError):
-        raise ArgumentError(f"{name} must be a rectangular array of numbers (ragged rows?)")\
-            from None
-    if raw.dtype == bool or not (np.issubdtype(raw.dtype, np.integer)
-                                 or np.issubdtype(raw.dtype, np.floating)):
-        raise ArgumentTypeError(f"{name} must hold real numbers, got dtype {raw.dtype}")
-    arr = np.array(raw, dtype=np.float64)
+    arr = real_array(name, array)
     if shape is not None and arr.shape != shape:
         raise ArgumentError(f"{name} must have shape {shape}, got {arr.shape}")
     if arr.ndim == 0 or arr.shape[-1] == 0:
@@ -235,12 +241,13 @@ def json_ready(value):
     raise ArgumentTypeError(f"value of type {type(value).__name__} is not JSON serialisable")
 
 
-def first_true(predicate, limit: int) -> int | None:
-    """Smallest n in [1, ``limit``] with ``predicate(n)``, for a predicate that stays true once it
-    is true: doubling, then bisection (about 2 log2 n calls). None if ``predicate(limit)`` fails."""
-    if predicate(1):
-        return 1
-    lo, hi = 1, 1
+def first_true(predicate, limit: int, start: int = 1) -> int | None:
+    """Smallest n in [``start``, ``limit``] with ``predicate(n)``, for a predicate that stays true
+    once it is true and is known false below ``start``: doubling from ``start``, then bisection
+    (about 2 log2(n / start) calls). None if ``predicate(limit)`` fails."""
+    if predicate(start):
+        return start
+    lo, hi = start, start
     while True:
         hi = min(2 * hi, limit)
         if predicate(hi):

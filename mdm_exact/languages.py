@@ -38,6 +38,7 @@ from ._utils import (
     check_memory,
     check_positive_int,
     check_probabilities,
+    real_array,
     table_bytes,
 )
 from .errors import ArgumentError, ArgumentTypeError, MissingFileError
@@ -242,7 +243,7 @@ class NGram(Language):
         object.__setattr__(
             self, "transition", check_probabilities("transition", transition, (v,) * order)
         )
-        initial = _real_array("initial", self.initial)
+        initial = real_array("initial", self.initial)
         if initial.shape != (v,) * (order - 1):
             raise ArgumentError(
                 f"initial must have shape (V,)*(order-1) = {(v,) * (order - 1)}, "
@@ -361,20 +362,6 @@ def _check_entropy_keywords(num_samples, confidence) -> None:
     them (so a call that works for one language works for every language)."""
     check_positive_int("num_samples", num_samples, 2)
     check_confidence(confidence)
-
-
-def _real_array(name: str, value) -> np.ndarray:
-    """``value`` as a float64 array, refusing what is not a rectangular array of real numbers
-    (bool, complex, strings and objects are never coerced)."""
-    try:
-        raw = np.asarray(value)
-    except (ValueError, TypeError):
-        raise ArgumentError(f"{name} must be a rectangular array of numbers (ragged rows?)")\
-            from None
-    if raw.dtype == bool or not (np.issubdtype(raw.dtype, np.integer)
-                                 or np.issubdtype(raw.dtype, np.floating)):
-        raise ArgumentTypeError(f"{name} must hold real numbers, got dtype {raw.dtype}")
-    return raw.astype(np.float64)
 
 
 @dataclass(frozen=True, eq=False)
@@ -671,7 +658,7 @@ def _json_numbers(name: str, value) -> np.ndarray:
         elif isinstance(item, bool) or not isinstance(item, int | float | np.number):
             raise ArgumentTypeError(
                 f"{name} must be a nested list of numbers, got an entry {item!r}")
-    return _real_array(name, value)
+    return real_array(name, value)
 
 
 def _integer_field(name: str, value) -> int:

@@ -632,17 +632,9 @@ def min_steps_for_ser(
         sers[n] = oracle_ser_family(family, n, ell, length, p_e=p_e)
         return sers[n] <= target
 
-    # doubling from the floor (every N below it misses), then bisection
-    lo, hi = floor - 1, floor
-    while not reached(hi):
-        if hi == max_steps:
-            raise ArgumentError(f"target SER {target} is not reached with max_steps={max_steps} "
-                                f"steps (SER there: {sers[hi]:.6g})")
-        lo, hi = hi, min(2 * hi, max_steps)
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if reached(mid):
-            hi = mid
-        else:
-            lo = mid
-    return hi
+    # every N below the floor misses: the search starts there
+    n = first_true(reached, max_steps, start=floor)
+    if n is None:
+        raise ArgumentError(f"target SER {target} is not reached with max_steps={max_steps} "
+                            f"steps (SER there: {sers[max_steps]:.6g})")
+    return n
