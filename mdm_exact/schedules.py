@@ -1,4 +1,4 @@
-"""Masking schedules and unmasking plans (THEORY.md §0, §11).
+"""Masking schedules and unmasking plans (conventions: docs/concepts.md, docs/theory/labels.md).
 
 Three kinds of plan decide which positions are revealed at which of the N executed steps; each is
 accepted wherever a schedule is:
@@ -231,7 +231,7 @@ class Schedule:
         alpha(t_0..t_N)); p^(k) = alpha(t_{N-k}) - alpha(t_{N-k+1}).
 
         alpha must be non-increasing with alpha(0) = 1. Where alpha(1) > 0, that remaining mass
-        is revealed at the last step (THEORY.md §11, like MDLM's final denoising step).
+        is revealed at the last step (like MDLM's final denoising step).
         """
         if callable(alpha):
             n = check_positive_int("num_steps", num_steps)
@@ -441,7 +441,7 @@ class FixedCountPlan:
 
     @classmethod
     def even(cls, length: int, num_steps: int) -> FixedCountPlan:
-        """floor(L/N) per step, plus one for the first L mod N steps (THEORY.md §11)."""
+        """floor(L/N) per step, plus one for the first L mod N steps."""
         length = check_positive_int("length", length)
         num_steps = check_positive_int("num_steps", num_steps)
         _check_steps_memory("FixedCountPlan.even", num_steps)

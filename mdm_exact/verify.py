@@ -3,9 +3,9 @@
 Each check computes the exact quantity (or a Monte-Carlo estimate where the statement is about a
 probability over large instances) and the statement's bound, and reports the smallest margin
 ``bound - value`` over its cases (negative = the statement fails there) with the worst case.
-Statements that THEORY.md documents as failing in the paper's literal text (Definition B.5's
-"#intervals" reading in Lemma B.8, the Jensen step inside Lemma C.5's proof) are checked too and
-expected to fail.
+Statements documented as failing in the paper's literal text (Definition B.5's "#intervals"
+reading in Lemma B.8, the Jensen step inside Lemma C.5's proof; docs/differences.md) are checked
+too and expected to fail.
 """
 
 from __future__ import annotations

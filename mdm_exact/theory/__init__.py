@@ -1,13 +1,15 @@
-"""The paper's lemmas and theorems as code, one module per part (THEORY.md §3-§7, §12).
+"""The paper's lemmas and theorems as code, one module per part (Sections 4.2-4.3, Appendices A-D).
 
 - ``dependencies``: Lemma A.1 (total correlation, product KL) and Definitions B.4-B.7
   (separators, dependencies of sampled instances, batched);
 - ``ngram``: Lemmas B.8-B.12 and Theorem 4.2 (TER of n-gram generation);
 - ``interval``: Lemmas C.5, C.6, Example C.7 and Theorem C.9 (= 4.4, SER lower bound);
 - ``hmm``: Lemmas C.1, C.2, Theorem C.3 (= 4.3) and Appendix D (expected NFE);
-- ``literature``: Li & Cai's bound and the factorization floor (§12).
+- ``literature``: Li & Cai's bound and the factorization floor (beyond the paper).
 
-Every function's docstring names the statement it implements and its THEORY.md label.
+Every function's docstring names the statement it implements and its label ([recalled],
+[derived] or [ours], see docs/theory/labels.md); each statement has its page under docs/theory/.
+"Ambiguity N" in a docstring is item N of the numbered list in docs/differences.md.
 """
 
 from .dependencies import (

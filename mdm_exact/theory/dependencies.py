@@ -41,7 +41,7 @@ from ._common import step_sizes
 READINGS = ("excess", "intervals")
 """Definition B.5 readings: ``excess`` D_k = |tau_k| - D#_k (what Lemma B.8 needs) and
 ``intervals`` D#_k = number of intervals holding a position of tau_k (the paper's wording;
-Lemma B.8 is false with it, THEORY.md §10.4)."""
+Lemma B.8 is false with it, docs/theory/lemma-b8.md)."""
 
 
 # ------------------------------------------------------------------------------ Lemma A.1

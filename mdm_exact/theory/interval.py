@@ -254,8 +254,9 @@ def jensen_intermediate(schedule, interval: int) -> float:
     """Lemma C.5, the proof's intermediate quantity [derived]: sum_k p_k (1 - p_k)^(l-1).
 
     The proof bounds it by N f(1/N) with f(x) = x (1-x)^(l-1) "by Jensen"; f is concave only on
-    [0, 2/l], and for N < l the intermediate can exceed (1 - 1/N)^(l-1) (THEORY.md §10.2,
-    Ambiguity 2). It is an upper bound on P_j, but the Jensen step is not valid in general.
+    [0, 2/l], and for N < l the intermediate can exceed (1 - 1/N)^(l-1) (l = 5, N = 2: 1/12 >
+    1/16; Ambiguity 2, docs/theory/lemma-c5.md). It is an upper bound on P_j, but the Jensen step
+    is not valid in general.
     """
     ell = check_positive_int("interval", interval, 1)
     p = masses_of(schedule)

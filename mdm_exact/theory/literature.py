@@ -1,4 +1,4 @@
-"""Other published bounds placed beside the paper's (THEORY.md §12).
+"""Other published bounds placed beside the paper's (docs/theory/literature.md).
 
 - Li & Cai (arXiv 2505.21400, restated by a secondary source) [recalled]:
   E_tau KL(q || p_tau) <= (2^ceil(log2 s_max) - 1) / L * sum_i I(X_i; X_-i) + eps_train.

@@ -5,7 +5,7 @@ All quantities are in nats unless a ``base`` is given.
 
 Lemma B.10 needs (n-1) | L; otherwise (Ambiguity 13) the aligned blocks are the
 floor(L / (n-1)) complete ones, which keeps every bound here rigorous, and the formulas reduce to
-THEORY.md's when (n-1) | L.
+the paper's when (n-1) | L (docs/theory/lemma-b10.md).
 """
 
 from __future__ import annotations
@@ -179,7 +179,7 @@ def case3_expected_dependencies(separators, new_locations):
     uniformly random relative order, E[D | s, m] = m (m - 1) / (s + m) (0 when m <= 1).
 
     The uniform-order assumption is a heuristic (Ambiguity 3); it matches the real process
-    within about 1% (THEORY.md §10.3). Broadcasts."""
+    within about 1% (docs/theory/lemma-b11.md). Broadcasts."""
     s = _nonnegative_array("separators", separators)
     m = _nonnegative_array("new_locations", new_locations)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
