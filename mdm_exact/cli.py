@@ -237,6 +237,7 @@ def _add_exact(sub) -> None:
 
 
 def _cmd_simulate(args) -> int:
+    from .likelihood import ser_kl_lower_bound
     from .metrics import generative_log_perplexity, jensen_bound, sequence_error_rate
     from .sampling import sample
 
@@ -249,7 +250,12 @@ def _cmd_simulate(args) -> int:
     gen = generative_log_perplexity(lang, res.tokens)
     jb = jensen_bound(lang, plan, args.length, max(2, args.samples), den, rng)
     jb_token = jb.scaled(1 / args.length)
+    ser_floor = ser_kl_lower_bound(ser).scaled(1 / args.length)
+    kl, kl_note = _simulate_kl(args, lang, plan, den, rng)
     data = {"ser": ser, "gen_log_ppl": gen, "jensen_bound_per_token": jb_token,
+            "ser_lower_bound_per_token": ser_floor,
+            "kl_per_token": kl.kl_per_token if kl else None,
+            "log_ter": kl.log_ter if kl else None, "kl_note": kl_note,
             "nfe": res.nfe, "nfe_cache_mean": float(res.nfe_cache.mean()),
             "samples": args.samples, "length": args.length, "plan": repr(plan),
             "language": repr(lang), "seed": args.seed}
@@ -260,9 +266,35 @@ def _cmd_simulate(args) -> int:
     print(_table([("quantity", "estimate (95% interval)"),
                   ("SER", str(ser)),
                   ("gen. log-perplexity (nats/token)", str(gen)),
+                  ("KL/L, exact per sample (nats/token)", str(kl.kl_per_token) if kl else kl_note),
+                  ("log TER, eq. 4 (nats/token)", str(kl.log_ter) if kl else kl_note),
                   ("Jensen bound KL/L (nats/token)", str(jb_token)),
+                  ("SER lower bound KL/L (nats/token)", str(ser_floor)),
                   ("NFE ddpm / ddpm_cache (mean)", f"{res.nfe} / {res.nfe_cache.mean():.2f}")]))
     return 0
+
+
+KL_SECONDS = 60.0
+"""``simulate`` computes the exact-per-sample KL by default only when it is estimated to take
+at most this long; ``--kl-samples`` asks for it regardless."""
+
+
+def _simulate_kl(args, lang, plan, den, rng):
+    """The KL / log TER estimate of ``simulate`` where ``log_likelihood`` is exact for this
+    language and plan, else None and the reason (the Jensen bound and the SER bound still
+    bracket the KL)."""
+    from .likelihood import kl_estimate, likelihood_method, likelihood_seconds
+
+    method = likelihood_method(lang, plan, args.length, den)
+    if method is None:
+        return None, ("n/a: no exact likelihood for this language and plan at this length "
+                      "(bracketed by the two bounds)")
+    rows = args.kl_samples if args.kl_samples is not None else max(2, min(args.samples, 100))
+    seconds = likelihood_seconds(lang, plan, args.length, rows, den)
+    if args.kl_samples is None and seconds > KL_SECONDS:
+        return None, (f"not computed: about {seconds:.0f} s for {rows} samples "
+                      "(ask with --kl-samples K)")
+    return kl_estimate(lang, plan, args.length, rows, den, rng), None
 
 
 def _add_simulate(sub) -> None:
@@ -274,6 +306,10 @@ def _add_simulate(sub) -> None:
     p.add_argument("--length", type=_count(1), required=True, help="sequence length L")
     _add_plan_arguments(p)
     p.add_argument("--samples", type=_count(1), default=1000, help="Monte-Carlo samples")
+    p.add_argument("--kl-samples", type=_count(2), default=None, metavar="K",
+                   help="draws x ~ q for the exact-per-sample KL and log TER, where the "
+                        "likelihood is exact (default: min(samples, 100), skipped when "
+                        f"estimated above {KL_SECONDS:g} s)")
     p.add_argument("--seed", type=_count(0), default=0, help="sampling seed")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_simulate)

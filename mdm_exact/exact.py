@@ -45,7 +45,7 @@ _CHUNK_PAIRS = 2**19
 """Pairs processed at once when building and pushing (bounds the temporaries to ~40 MiB)."""
 
 
-def _estimate_bytes(vocab_size: int, length: int) -> float:
+def output_distribution_bytes(vocab_size: int, length: int) -> float:
     """Upper bound on the engine's peak memory at V = ``vocab_size``, L = ``length``.
 
     With S = (V+1)^L partial states and P <= (2V+1)^L successor pairs, the largest of three
@@ -314,7 +314,7 @@ def _tables(language: Language, length: int, den: Denoiser, max_bytes) -> _Table
     v = language.vocab_size
     check_memory(
         f"the exact engine at V={v}, L={length} ((V+1)^L = {v + 1}^{length} partial states)",
-        _estimate_bytes(v, length),
+        output_distribution_bytes(v, length),
         max_bytes,
         argument="length",
     )

@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ._utils import MASK, as_rng, check_positive_int, check_tokens
+from ._utils import MASK, as_rng, check_positive_int, check_tokens, memory_budget
 from .chain_likelihood import chain_log_likelihood
 from .chain_likelihood import supports as chain_supports
 from .errors import ArgumentError, ArgumentTypeError, BudgetError
@@ -123,6 +123,41 @@ def _engine_log_likelihood(language: Language, plan, x: np.ndarray, den: Denoise
                           f"engine, refused: {err} (exact at any length: {SUPPORTED})") from None
     with np.errstate(divide="ignore"):
         return np.log(p[tuple(x.T)])
+
+
+CHAIN_SECONDS_PER_OPERATION = 2e-10
+"""Measured cost of one multiply-add of the interval DP on one core (benchmarks/
+bench_chain_likelihood.py: 0.87 s at L = 256, N = 16), for ``likelihood_seconds``."""
+
+
+def likelihood_method(language: Language, plan, length: int, denoiser: Denoiser | None = None
+                      ) -> str | None:
+    """How ``log_likelihood`` would compute log p(x) at ``length``: ``"trajectory"`` (unique
+    trajectory: deterministic policy or DeterministicPlan), ``"chain"`` (the interval DP of a
+    first-order chain), ``"engine"`` (the exact engine within the memory budget), or None where
+    it would refuse. Never raises on a supported-but-unsuitable combination."""
+    from .exact import output_distribution_bytes
+
+    plan = _check_plan(plan)
+    den = resolve_denoiser(language, denoiser)
+    if _unique_trajectory(plan):
+        return "trajectory"
+    if chain_supports(language, plan, den):
+        return "chain"
+    if output_distribution_bytes(language.vocab_size, length) <= memory_budget():
+        return "engine"
+    return None
+
+
+def likelihood_seconds(language: Language, plan, length: int, num_rows: int,
+                       denoiser: Denoiser | None = None) -> float:
+    """Rough one-core time of ``log_likelihood`` on ``num_rows`` rows of ``length`` tokens:
+    O(N L^4 / 12) multiply-adds per row for the interval DP; 0 for the other methods (a
+    trajectory costs N denoiser calls, the engine is bounded by its memory budget)."""
+    if likelihood_method(language, plan, length, denoiser) != "chain":
+        return 0.0
+    steps = int(np.count_nonzero(plan.masses))
+    return num_rows * steps * length**4 / 12 * CHAIN_SECONDS_PER_OPERATION
 
 
 def log_likelihood(language: Language, plan, x, denoiser: Denoiser | None = None) -> np.ndarray:
@@ -255,4 +290,5 @@ def ser_kl_lower_bound(ser) -> Estimate:
                    method=method)
 
 
-__all__ = ["KL_METHOD", "KLEstimate", "kl_estimate", "log_likelihood", "ser_kl_lower_bound"]
+__all__ = ["KL_METHOD", "KLEstimate", "kl_estimate", "likelihood_method", "likelihood_seconds",
+           "log_likelihood", "ser_kl_lower_bound"]

@@ -144,3 +144,26 @@ def test_module_entry_point():
     out = subprocess.run([sys.executable, "-m", "mdm_exact", "bound", "--n", "2", "--eps", "0.1",
                           "--json"], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout)["steps"] == 325
+
+
+def test_simulate_brackets_the_true_kl_on_a_bigram(capsys):
+    """Issue 12: where the likelihood is exact (a 2-gram under a Schedule) simulate reports the
+    exact-per-sample KL per token, and the SER lower bound and the Jensen bound bracket it."""
+    data = run_json(capsys, "simulate", "--preset", "2-gram", "--length", "24", "--steps", "6",
+                    "--samples", "300", "--kl-samples", "300")
+    kl, jb = data["kl_per_token"], data["jensen_bound_per_token"]
+    floor = data["ser_lower_bound_per_token"]
+    assert data["kl_note"] is None
+    assert kl["method"] == "exact per sample, monte-carlo over x" and kl["num_samples"] == 300
+    assert floor["low"] <= kl["high"] and kl["low"] <= jb["high"]
+    assert kl["value"] < jb["value"]  # the Jensen bound is loose by a factor of about 3 here
+    ser = data["ser"]["value"]
+    assert floor["value"] == pytest.approx(-math.log1p(-ser) / 24, rel=1e-12)
+    assert data["log_ter"]["value"] > kl["value"]
+
+
+def test_simulate_says_why_there_is_no_kl(capsys):
+    data = run_json(capsys, "simulate", "--preset", "3-gram", "--length", "16", "--steps", "4",
+                    "--samples", "20")
+    assert data["kl_per_token"] is None and data["log_ter"] is None
+    assert "no exact likelihood" in data["kl_note"]

@@ -446,7 +446,7 @@ except OSError:
     sys.exit(0)
 base = status("VmRSS")
 me.exact_metrics(lang, plan, length, den, max_bytes=2**40)
-print(status("VmHWM") - base, ex._estimate_bytes(v, length))
+print(status("VmHWM") - base, ex.output_distribution_bytes(v, length))
 """
 
 
@@ -455,7 +455,7 @@ print(status("VmHWM") - base, ex._estimate_bytes(v, length))
                                                  ("ngram", 2, 10)])
 def test_exact_engine_memory_estimate_bounds_the_peak(kind, vocab, length):
     """Item 7: the peak RSS of exact_metrics (above the warmed-up baseline, in a fresh process)
-    stays below ``_estimate_bytes``."""
+    stays below ``output_distribution_bytes``."""
     env = dict(os.environ, NUMBA_NUM_THREADS="1")
     res = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, kind, str(vocab), str(length)],
                          capture_output=True, text=True, env=env, timeout=120)
