@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ._utils import MASK, as_rng, check_positive_int, check_tokens, memory_budget
-from .chain_likelihood import chain_log_likelihood
+from .chain_likelihood import SUPPORTED_LANGUAGES, chain_log_likelihood
 from .chain_likelihood import supports as chain_supports
 from .errors import ArgumentError, ArgumentTypeError, BudgetError
 from .estimate import Estimate, exact, mean_interval
@@ -119,8 +119,15 @@ def _engine_log_likelihood(language: Language, plan, x: np.ndarray, den: Denoise
     try:
         p = output_distribution(language, plan, length, den)
     except BudgetError as err:
-        raise BudgetError(f"log_likelihood of plan {plan!r} at length {length} needs the exact "
-                          f"engine, refused: {err} (exact at any length: {SUPPORTED})") from None
+        if isinstance(plan, Schedule):
+            why = ("the interval DP needs the Oracle or a PerturbedOracle of a first-order chain "
+                   f"({SUPPORTED_LANGUAGES})")
+        else:
+            why = ("a fixed-count plan couples the segments between revealed positions, so the "
+                   "interval DP does not apply")
+        raise BudgetError(f"log_likelihood of plan {plan!r} at length {length}: {why}, and the "
+                          f"exact engine is refused: {err} (exact at any length: {SUPPORTED})"
+                          ) from None
     with np.errstate(divide="ignore"):
         return np.log(p[tuple(x.T)])
 

@@ -482,3 +482,13 @@ def test_empty_batch_and_one_row(bigram):
     one = log_likelihood(bigram, policy, [0, 1, 2])
     assert one.shape == (1,)
     assert one[0] == log_likelihood(bigram, policy, [[0, 1, 2], [2, 2, 2]])[0]
+
+
+def test_refusals_name_the_reason_at_large_length():
+    """Issue 12's bad inputs: a fixed-count plan couples segments, a 3-gram is no first-order
+    chain; both are refused at L = 64 with the reason and what is supported."""
+    bigram, trigram = preset("2-gram"), preset("3-gram")
+    with pytest.raises(BudgetError, match="couples the segments"):
+        log_likelihood(bigram, FixedCountPlan.even(64, 8), bigram.sample(2, 64, rng=0))
+    with pytest.raises(BudgetError, match="first-order chain"):
+        log_likelihood(trigram, Schedule.linear(8), trigram.sample(2, 64, rng=0))
