@@ -37,6 +37,7 @@ from ._utils import (
 )
 from .errors import ArgumentError, MdmExactError
 from .languages import PRESETS, Language, load_language, preset
+from .policies import is_policy
 from .schedules import FixedCountPlan, Schedule
 
 SCHEDULE_HELP = "linear, cosine, loglinear[:EPS] or polynomial:A"
@@ -50,6 +51,11 @@ def _table(rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
                      for r in rows)
+
+
+def _or_na(value) -> str:
+    """A number for the text tables, or "n/a" where it is not defined (None)."""
+    return "n/a" if value is None else f"{value:.10g}"
 
 
 def _count(minimum: int):
@@ -167,6 +173,14 @@ def _add_language(sub) -> None:
 
 
 def _plan(args, length: int):
+    if getattr(args, "policy", None) is not None:
+        from .policies import parse_policy
+
+        _refuse_together(args, "--policy", {"--steps": "steps", "--alphas": "alphas",
+                                            "--fixed-count": "fixed_count"})
+        return parse_policy(args.policy, args.block_length)
+    if getattr(args, "block_length", None) is not None:
+        raise ArgumentError("--block-length applies only with --policy")
     chosen = [args.alphas is not None, args.fixed_count is not None, args.steps is not None]
     if sum(chosen) != 1:
         raise ArgumentError("give exactly one of --steps N (with --schedule), --alphas, "
@@ -208,8 +222,8 @@ def _cmd_exact(args) -> int:
             ("log_ter_q", f"{m.log_ter_q:.10g}", "H(q) / L"),
             ("gen_log_ppl", f"{m.gen_log_ppl:.10g}", "E_p[-log q] / L, nats per token"),
             ("ser", f"{m.ser:.10g}", "eq. 5, 1 - p(supp q)"),
-            ("jensen_bound", f"{m.jensen_bound:.10g}", "E_tau KL(q || p_tau) (Lemma B.2)"),
-            ("gap", f"{m.gap:.10g}", "jensen_bound - kl"),
+            ("jensen_bound", _or_na(m.jensen_bound), "E_tau KL(q || p_tau) (Lemma B.2)"),
+            ("gap", _or_na(m.gap), "jensen_bound - kl"),
             ("entropy", f"{m.entropy:.10g}", "H(q), nats per sequence")]
     print(_table(rows))
     return 0
@@ -223,6 +237,12 @@ def _add_plan_arguments(p) -> None:
                    help="reveal L/N positions per step (fixed-count plan)")
     p.add_argument("--eps-learning", type=float, default=None,
                    help="use a PerturbedOracle with this KL per masked position (nats)")
+    p.add_argument("--policy", metavar="SPEC",
+                   help="an adaptive unmasking policy instead of a plan: topk-confidence:N, "
+                        "topk-margin:N, topk-entropy:N, random-topk:N, threshold:TAU, eb:GAMMA "
+                        "or factor:F")
+    p.add_argument("--block-length", type=_count(1), metavar="B",
+                   help="with --policy: semi-autoregressive blocks of B positions")
 
 
 def _add_exact(sub) -> None:
@@ -244,6 +264,8 @@ def _cmd_simulate(args) -> int:
     lang = _language(args)
     plan = _plan(args, args.length)
     den = _denoiser(args, lang)
+    if is_policy(plan):
+        return _simulate_policy(args, lang, plan, den)
     rng = np.random.default_rng(args.seed)
     res = sample(lang, plan, args.length, args.samples, den, rng, progress=True)
     ser = sequence_error_rate(lang, res.tokens)
@@ -295,6 +317,47 @@ def _simulate_kl(args, lang, plan, den, rng):
         return None, (f"not computed: about {seconds:.0f} s for {rows} samples "
                       "(ask with --kl-samples K)")
     return kl_estimate(lang, plan, args.length, rows, den, rng), None
+
+
+def _simulate_policy(args, lang, policy, den) -> int:
+    """``simulate`` under an adaptive policy: SER, gen. perplexity, NFE per row (mean and
+    percentiles), the SER lower bound on the KL and, where the likelihood is exact (every
+    deterministic policy), the exact-per-sample KL and log TER. The Jensen bound is not defined
+    for a policy (null)."""
+    from .likelihood import ser_kl_lower_bound
+    from .metrics import generative_log_perplexity, sequence_error_rate
+    from .sampling import sample
+
+    rng = np.random.default_rng(args.seed)
+    res = sample(lang, policy, args.length, args.samples, den, rng, progress=True)
+    nfe = res.nfe_per_row
+    quantiles = {str(q): float(np.percentile(nfe, q)) for q in (5, 50, 95)}
+    ser = sequence_error_rate(lang, res.tokens)
+    gen = generative_log_perplexity(lang, res.tokens)
+    ser_floor = ser_kl_lower_bound(ser).scaled(1 / args.length)
+    kl, kl_note = _simulate_kl(args, lang, policy, den, rng)
+    data = {"ser": ser, "gen_log_ppl": gen, "jensen_bound_per_token": None,
+            "ser_lower_bound_per_token": ser_floor,
+            "kl_per_token": kl.kl_per_token if kl else None,
+            "log_ter": kl.log_ter if kl else None, "kl_note": kl_note,
+            "nfe_mean": float(nfe.mean()), "nfe_quantiles": quantiles,
+            "samples": args.samples, "length": args.length, "plan": repr(policy),
+            "policy": policy.to_dict(), "language": repr(lang), "seed": args.seed}
+    if args.json:
+        _print_json(data)
+        return 0
+    print(f"{lang!r}, L = {args.length}, {policy!r}, {args.samples} samples, seed {args.seed}")
+    print(_table([("quantity", "estimate (95% interval)"),
+                  ("SER", str(ser)),
+                  ("gen. log-perplexity (nats/token)", str(gen)),
+                  ("KL/L, exact per sample (nats/token)", str(kl.kl_per_token) if kl else kl_note),
+                  ("log TER, eq. 4 (nats/token)", str(kl.log_ter) if kl else kl_note),
+                  ("Jensen bound KL/L (nats/token)", "n/a (defined for plans only)"),
+                  ("SER lower bound KL/L (nats/token)", str(ser_floor)),
+                  ("NFE per row: mean", f"{nfe.mean():.2f}"),
+                  ("NFE per row: 5 / 50 / 95th percentile",
+                   " / ".join(f"{v:g}" for v in quantiles.values()))]))
+    return 0
 
 
 def _add_simulate(sub) -> None:

@@ -289,7 +289,7 @@ def sample(
     rng=None,
     progress: bool = False,
 ) -> SampleResult:
-    """Monte-Carlo factorized parallel unmasking (THEORY.md §1 inference, §11 semantics).
+    """Monte-Carlo factorized parallel unmasking (eq. 3).
 
     ``schedule``: a plan, or an adaptive policy (``mdm_exact.policies``). Under a plan, one
     denoiser call per step, on the rows that reveal something at that step. Under a policy, every
