@@ -257,6 +257,10 @@ def _add_exact(sub) -> None:
 
 
 def _cmd_simulate(args) -> int:
+    """Monte-Carlo SER and gen. perplexity; the true KL bracketed by the SER lower bound and,
+    for plans, the Jensen bound, with the exact-per-sample KL and log TER where the likelihood is
+    exact. Under a policy, NFE per row (mean and percentiles); the Jensen bound is defined for
+    state-independent plans only (null)."""
     from .likelihood import ser_kl_lower_bound
     from .metrics import generative_log_perplexity, jensen_bound, sequence_error_rate
     from .sampling import sample
@@ -264,35 +268,45 @@ def _cmd_simulate(args) -> int:
     lang = _language(args)
     plan = _plan(args, args.length)
     den = _denoiser(args, lang)
-    if is_policy(plan):
-        return _simulate_policy(args, lang, plan, den)
+    policy = is_policy(plan)
     rng = np.random.default_rng(args.seed)
     res = sample(lang, plan, args.length, args.samples, den, rng, progress=True)
     ser = sequence_error_rate(lang, res.tokens)
     gen = generative_log_perplexity(lang, res.tokens)
-    jb = jensen_bound(lang, plan, args.length, max(2, args.samples), den, rng)
-    jb_token = jb.scaled(1 / args.length)
+    jb = None if policy else jensen_bound(lang, plan, args.length, max(2, args.samples), den,
+                                          rng).scaled(1 / args.length)
     ser_floor = ser_kl_lower_bound(ser).scaled(1 / args.length)
     kl, kl_note = _simulate_kl(args, lang, plan, den, rng)
-    data = {"ser": ser, "gen_log_ppl": gen, "jensen_bound_per_token": jb_token,
+    nfe = res.nfe_per_row
+    quantiles = {str(q): float(np.percentile(nfe, q)) for q in (5, 50, 95)}
+    data = {"ser": ser, "gen_log_ppl": gen, "jensen_bound_per_token": jb,
             "ser_lower_bound_per_token": ser_floor,
             "kl_per_token": kl.kl_per_token if kl else None,
             "log_ter": kl.log_ter if kl else None, "kl_note": kl_note,
-            "nfe": res.nfe, "nfe_cache_mean": float(res.nfe_cache.mean()),
+            "nfe_mean": float(nfe.mean()), "nfe_quantiles": quantiles,
             "samples": args.samples, "length": args.length, "plan": repr(plan),
             "language": repr(lang), "seed": args.seed}
+    if policy:
+        data["policy"] = plan.to_dict()
+    else:
+        data.update(nfe=res.nfe, nfe_cache_mean=float(res.nfe_cache.mean()))
     if args.json:
         _print_json(data)
         return 0
     print(f"{lang!r}, L = {args.length}, {plan!r}, {args.samples} samples, seed {args.seed}")
-    print(_table([("quantity", "estimate (95% interval)"),
-                  ("SER", str(ser)),
-                  ("gen. log-perplexity (nats/token)", str(gen)),
-                  ("KL/L, exact per sample (nats/token)", str(kl.kl_per_token) if kl else kl_note),
-                  ("log TER, eq. 4 (nats/token)", str(kl.log_ter) if kl else kl_note),
-                  ("Jensen bound KL/L (nats/token)", str(jb_token)),
-                  ("SER lower bound KL/L (nats/token)", str(ser_floor)),
-                  ("NFE ddpm / ddpm_cache (mean)", f"{res.nfe} / {res.nfe_cache.mean():.2f}")]))
+    rows = [("quantity", "estimate (95% interval)"),
+            ("SER", str(ser)),
+            ("gen. log-perplexity (nats/token)", str(gen)),
+            ("KL/L, exact per sample (nats/token)", str(kl.kl_per_token) if kl else kl_note),
+            ("log TER, eq. 4 (nats/token)", str(kl.log_ter) if kl else kl_note),
+            ("Jensen bound KL/L (nats/token)", str(jb) if jb else "n/a (defined for plans only)"),
+            ("SER lower bound KL/L (nats/token)", str(ser_floor))]
+    if not policy:
+        rows.append(("NFE ddpm / ddpm_cache (mean)", f"{res.nfe} / {res.nfe_cache.mean():.2f}"))
+    rows += [("NFE per row: mean", f"{nfe.mean():.2f}"),
+             ("NFE per row: 5 / 50 / 95th percentile",
+              " / ".join(f"{v:g}" for v in quantiles.values()))]
+    print(_table(rows))
     return 0
 
 
@@ -317,47 +331,6 @@ def _simulate_kl(args, lang, plan, den, rng):
         return None, (f"not computed: about {seconds:.0f} s for {rows} samples "
                       "(ask with --kl-samples K)")
     return kl_estimate(lang, plan, args.length, rows, den, rng), None
-
-
-def _simulate_policy(args, lang, policy, den) -> int:
-    """``simulate`` under an adaptive policy: SER, gen. perplexity, NFE per row (mean and
-    percentiles), the SER lower bound on the KL and, where the likelihood is exact (every
-    deterministic policy), the exact-per-sample KL and log TER. The Jensen bound is not defined
-    for a policy (null)."""
-    from .likelihood import ser_kl_lower_bound
-    from .metrics import generative_log_perplexity, sequence_error_rate
-    from .sampling import sample
-
-    rng = np.random.default_rng(args.seed)
-    res = sample(lang, policy, args.length, args.samples, den, rng, progress=True)
-    nfe = res.nfe_per_row
-    quantiles = {str(q): float(np.percentile(nfe, q)) for q in (5, 50, 95)}
-    ser = sequence_error_rate(lang, res.tokens)
-    gen = generative_log_perplexity(lang, res.tokens)
-    ser_floor = ser_kl_lower_bound(ser).scaled(1 / args.length)
-    kl, kl_note = _simulate_kl(args, lang, policy, den, rng)
-    data = {"ser": ser, "gen_log_ppl": gen, "jensen_bound_per_token": None,
-            "ser_lower_bound_per_token": ser_floor,
-            "kl_per_token": kl.kl_per_token if kl else None,
-            "log_ter": kl.log_ter if kl else None, "kl_note": kl_note,
-            "nfe_mean": float(nfe.mean()), "nfe_quantiles": quantiles,
-            "samples": args.samples, "length": args.length, "plan": repr(policy),
-            "policy": policy.to_dict(), "language": repr(lang), "seed": args.seed}
-    if args.json:
-        _print_json(data)
-        return 0
-    print(f"{lang!r}, L = {args.length}, {policy!r}, {args.samples} samples, seed {args.seed}")
-    print(_table([("quantity", "estimate (95% interval)"),
-                  ("SER", str(ser)),
-                  ("gen. log-perplexity (nats/token)", str(gen)),
-                  ("KL/L, exact per sample (nats/token)", str(kl.kl_per_token) if kl else kl_note),
-                  ("log TER, eq. 4 (nats/token)", str(kl.log_ter) if kl else kl_note),
-                  ("Jensen bound KL/L (nats/token)", "n/a (defined for plans only)"),
-                  ("SER lower bound KL/L (nats/token)", str(ser_floor)),
-                  ("NFE per row: mean", f"{nfe.mean():.2f}"),
-                  ("NFE per row: 5 / 50 / 95th percentile",
-                   " / ".join(f"{v:g}" for v in quantiles.values()))]))
-    return 0
 
 
 def _add_simulate(sub) -> None:

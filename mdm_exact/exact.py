@@ -471,9 +471,16 @@ def exact_metrics(
     v = language.vocab_size
     tables = _tables(language, length, den, max_bytes)
     seq = _sequence_metrics(language, _log_distribution(plan, tables, v, progress), length)
-    jensen = _jensen_bound(language, plan, tables, den, seq["entropy"])
-    kl = min(seq["kl"], jensen)
+    return _metrics(seq, length, _jensen_bound(language, plan, tables, den, seq["entropy"]))
+
+
+def _metrics(seq: dict, length: int, jensen: float | None) -> ExactMetrics:
+    """``ExactMetrics`` from ``_sequence_metrics``' fields and the Jensen bound (None under a
+    policy). KL(q || p) <= E_tau KL(q || p_tau), so the KL is the smaller of the two computed
+    values (an exact 0 of the bound makes KL exactly 0, not rounding noise)."""
     entropy = seq["entropy"]
+    kl = seq["kl"] if jensen is None else min(seq["kl"], jensen)
+    gap = None if jensen is None else (0.0 if math.isinf(kl) else jensen - kl)
     return ExactMetrics(
         kl=kl,
         log_ter=(entropy + kl) / length,
@@ -481,7 +488,7 @@ def exact_metrics(
         gen_log_ppl=seq["gen_log_ppl"],
         ser=seq["ser"],
         jensen_bound=jensen,
-        gap=0.0 if math.isinf(kl) else jensen - kl,
+        gap=gap,
         entropy=entropy,
         length=length,
         total_mass=seq["total_mass"],
@@ -643,19 +650,7 @@ def _policy_metrics(language: Language, policy: Policy, length: int, denoiser, m
     length = dist.ndim
     with np.errstate(divide="ignore"):
         seq = _sequence_metrics(language, np.log(dist.ravel()), length)
-    entropy, kl = seq["entropy"], seq["kl"]
-    return ExactMetrics(
-        kl=kl,
-        log_ter=(entropy + kl) / length,
-        log_ter_q=entropy / length,
-        gen_log_ppl=seq["gen_log_ppl"],
-        ser=seq["ser"],
-        jensen_bound=None,
-        gap=None,
-        entropy=entropy,
-        length=length,
-        total_mass=seq["total_mass"],
-    )
+    return _metrics(seq, length, None)
 
 
 def interval_parity_ser(interval: int, length: int, schedule: Plan, *,

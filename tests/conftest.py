@@ -195,3 +195,16 @@ def sparse_hmm() -> HMM:
 @pytest.fixture(scope="session")
 def parity3() -> IntervalParity:
     return IntervalParity(3)
+
+
+@pytest.fixture(scope="module")
+def one_numba_thread():
+    """Run a module on one numba thread: modules of hundreds of tiny posterior calls (quick
+    figures, small models) lose more to thread start-up than the parallel kernels gain, the more
+    so on a busy 2-core machine. Use with ``pytestmark = pytest.mark.usefixtures(...)``."""
+    import numba
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    yield
+    numba.set_num_threads(before)

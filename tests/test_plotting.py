@@ -10,7 +10,6 @@ import argparse
 import subprocess
 import sys
 
-import numba
 import numpy as np
 import pytest
 
@@ -24,14 +23,7 @@ DATA = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Quick figures make hundreds of tiny posterior calls; on a shared 2-core machine the
-    # parallel kernel's thread start-up costs more than the work itself.
-    before = numba.get_num_threads()
-    numba.set_num_threads(1)
-    yield
-    numba.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_numba_thread")
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 
-import numba
 import numpy as np
 import pytest
 
@@ -18,14 +17,7 @@ from mdm_exact.errors import ArgumentError, ArgumentTypeError
 from mdm_exact.exact import interval_parity_ser
 from mdm_exact.schedules import Schedule
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Hundreds of tiny posterior calls: thread start-up would cost more than the work.
-    before = numba.get_num_threads()
-    numba.set_num_threads(1)
-    yield
-    numba.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_numba_thread")
 
 
 @pytest.fixture(scope="module")
