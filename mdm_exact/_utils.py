@@ -59,9 +59,9 @@ def memory_budget(max_bytes=None) -> float:
 
 
 def format_bytes(nbytes: float) -> str:
-    """``nbytes`` in GiB for messages (``over 1e290 GiB`` where it does not fit a float)."""
+    """``nbytes`` in GiB for messages (``more than 1e290 GiB`` where it does not fit a float)."""
     if not math.isfinite(nbytes):
-        return "over 1e290 GiB"
+        return "more than 1e290 GiB"
     return f"{nbytes / 2**30:.3g} GiB"
 
 
@@ -202,7 +202,8 @@ def check_memory(what: str, nbytes: float, max_bytes=None, *, argument: str | No
     if nbytes > limit:
         change = f"lower {argument} or " if argument else ""
         raise BudgetError(
-            f"{what} would need about {format_bytes(nbytes)}, above the memory budget of "
+            f"{what} would need {'about ' * math.isfinite(nbytes)}{format_bytes(nbytes)}, "
+            f"above the memory budget of "
             f"{format_bytes(limit)} ({change}raise the budget: max_bytes=, --max-memory or "
             f"${MEMORY_ENV})"
         )

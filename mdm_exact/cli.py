@@ -433,7 +433,7 @@ def _cmd_steps(args) -> int:
     limit = args.length * 64
     found: dict[int, object] = {}
     # first_true: at most 2 log2(limit) + 1 evaluations, each a Monte-Carlo Jensen bound
-    with tqdm(total=2 * limit.bit_length() + 1, desc="steps search", unit="N",
+    with tqdm(total=2 * limit.bit_length() + 1, desc="steps search", unit="N", delay=2,
               file=sys.stderr, leave=False) as bar:
         def reached(n: int) -> bool:
             bar.set_postfix(N=n)

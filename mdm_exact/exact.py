@@ -222,7 +222,7 @@ def _by_steps(plan: Plan, pairs: _Pairs, size: int, length: int, progress: bool)
     vec = np.full(size, -np.inf) if pairs.log else np.zeros(size)
     vec[0] = 0.0 if pairs.log else 1.0  # state code 0: everything masked
     steps = [k for k in range(plan.num_steps) if not _step_is_empty(plan, k)]
-    for k in tqdm(steps, disable=not progress, desc="exact steps", leave=False):
+    for k in tqdm(steps, disable=not progress, delay=2, desc="exact steps", leave=False):
         cw, tau = None, None
         if isinstance(plan, Schedule | FixedCountPlan):
             cw = _class_weights(plan, k, length)
@@ -264,7 +264,7 @@ def _by_compositions(plan: Schedule, pairs: _Pairs, size: int, length: int, prog
     final = np.full(size, -np.inf) if pairs.log else np.zeros(size)
     start = np.full(size, -np.inf) if pairs.log else np.zeros(size)
     start[0] = 0.0 if pairs.log else 1.0
-    bar = tqdm(total=2**length - 1, disable=not progress, desc="exact compositions",
+    bar = tqdm(total=2**length - 1, disable=not progress, delay=2, desc="exact compositions",
                leave=False)
 
     def visit(revealed: int, vec: np.ndarray, before: np.ndarray) -> bool:

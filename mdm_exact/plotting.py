@@ -155,7 +155,7 @@ def figure_1_data(
     shape = (len(names), len(ns))
     gp, gp_lo, gp_hi, ser, ser_lo, ser_hi = (np.empty(shape) for _ in range(6))
     ar, ar_lo, ar_hi = (np.empty(len(names)) for _ in range(3))
-    bar = tqdm(total=len(names) * (len(ns) + 1), disable=not progress, desc="figure 1",
+    bar = tqdm(total=len(names) * (len(ns) + 1), disable=not progress, delay=2, desc="figure 1",
                leave=False)
     for i, name in enumerate(names):
         pruned = preset(name)
@@ -494,7 +494,7 @@ def figure_theorem_4_2_data(
                      4.0 * max(num, num_info) * max(lengths) * (8.0 * v + 32.0),
                      argument="lengths or num_samples")
     rows = []
-    for i, length in enumerate(tqdm(lengths, disable=not progress, desc="theorem 4.2",
+    for i, length in enumerate(tqdm(lengths, disable=not progress, delay=2, desc="theorem 4.2",
                                     leave=False)):
         rng = np.random.default_rng([seed, i])
         jb = jensen_bound(language, sched_a, length, num, rng=rng)
@@ -511,7 +511,7 @@ def figure_theorem_4_2_data(
     kl_lengths = tuple(int(x) for x in kl_lengths)
     kl_num = (8 if quick else 32) if kl_samples is None else int(kl_samples)
     true_rows = []
-    for i, length in enumerate(tqdm(kl_lengths, disable=not progress, desc="true KL",
+    for i, length in enumerate(tqdm(kl_lengths, disable=not progress, delay=2, desc="true KL",
                                     leave=False)):
         rng = np.random.default_rng([seed, len(lengths) + i])
         kl = kl_estimate(language, sched_a, length, kl_num, rng=rng).kl_per_token
@@ -713,7 +713,7 @@ def figure_policies_data(
     table = np.full((7, *shape), np.nan)
     lengths = []
     bar = tqdm(total=len(POLICY_LANGUAGES) * sum(len(v) for _, _, v in POLICY_CURVES),
-               disable=not progress, desc="figure policies", leave=False)
+               disable=not progress, delay=2, desc="figure policies", leave=False)
     for i, lang_name in enumerate(POLICY_LANGUAGES):
         language, n_tokens = _policy_language(lang_name, length)
         lengths.append(n_tokens)

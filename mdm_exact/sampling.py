@@ -309,7 +309,7 @@ def sample(
     x = np.full((num, length), MASK, dtype=np.int64)
     order = np.argsort(steps, axis=None, kind="stable")
     bounds = np.searchsorted(steps.ravel()[order], np.arange(plan.num_steps + 1))
-    for k in tqdm(range(plan.num_steps), disable=not progress, desc="steps", leave=False):
+    for k in tqdm(range(plan.num_steps), disable=not progress, delay=2, desc="steps", leave=False):
         flat = order[bounds[k]:bounds[k + 1]]
         if flat.size == 0:
             continue
@@ -334,7 +334,7 @@ def _sample_policy(language: Language, policy: Policy, length: int, num_samples:
     active = np.arange(num)
     left = np.full(num, length)  # masked positions of each active row
     calls = 0
-    with tqdm(total=num, disable=not progress, desc="rows done", leave=False) as bar:
+    with tqdm(total=num, disable=not progress, delay=2, desc="rows done", leave=False) as bar:
         for k in range(policy.max_steps(length)):
             if active.size == 0:
                 break

@@ -266,7 +266,7 @@ def evaluate(
         jobs.append((length, "ar"))
     rows = []
     oracle = Oracle(language) if mdm is not None else None
-    for n, name in tqdm(jobs, disable=not progress, desc="evaluate", leave=False):
+    for n, name in tqdm(jobs, disable=not progress, delay=2, desc="evaluate", leave=False):
         if name == "ar":
             gen = autoregressive(ar, language, length, num,
                                  np.random.default_rng([seed, _AR_STREAM]))

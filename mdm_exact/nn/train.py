@@ -321,8 +321,8 @@ def _train_locked(language: Language, model_config: ModelConfig, train_config: T
                                 f"({type(err).__name__}: {str(err)[:120]})") from None
 
     model.train()
-    bar = tqdm(total=train_config.steps, initial=step, disable=not progress, desc=f"train {kind}",
-               leave=False)
+    bar = tqdm(total=train_config.steps, initial=step, disable=not progress, delay=2,
+               desc=f"train {kind}", leave=False)
     try:
         while step < end:
             x, mask, t = draw_batch(language, train_config, kind, rng)
