@@ -2,7 +2,8 @@
 
 ``output_distribution`` returns p over V^L exactly; ``exact_metrics`` turns it into KL(q||p), log
 TER (eq. 4), generative log-perplexity, SER (eq. 5), H(q) and the exact Jensen bound
-E_tau KL(q || p_tau) of Lemma B.2 (computed through the Lemma B.3 decomposition, §12).
+E_tau KL(q || p_tau) of Lemma B.2 (computed through the Lemma B.3
+decomposition, docs/theory/lemma-b3.md).
 
 How p is computed. A denoiser sees only the partially revealed sequence (no time input), so the
 process is a Markov chain on partial states in {MASK, 0..V-1}^L, of which there are (V+1)^L:

@@ -1,6 +1,6 @@
 """Formal languages q: hidden Markov models, n-grams and Example C.7's interval parity.
 
-Every language exposes the same interface (THEORY.md §2, §8):
+Every language exposes the same interface (Section 4.1 and Appendix E.1 of the paper):
 
 - ``sample(num, length, rng)`` -> ``(num, length)`` int64 tokens drawn from q;
 - ``log_prob(x)`` -> ``(batch,)`` log q(revealed tokens), ``-inf`` off the support; masked
@@ -15,8 +15,9 @@ non-negative, rows summing to 1. Positive entries may be arbitrarily small, subn
 rows whose scaled forward-backward would leave the float range are recomputed in log space
 (``mdm_exact.posterior.TINY``), so ``log_prob`` is finite exactly where ``in_support`` is True.
 
-Random generators follow Algorithms 1 and 2 of Appendix E.1 (reconstructed; see THEORY.md §8 and
-Ambiguity 15 for the temperature parameterisation) and ``preset`` gives the Table 1 languages.
+Random generators follow Algorithms 1 and 2 of Appendix E.1 (reconstructed; see Ambiguity 15 in
+docs/differences.md for the temperature parameterisation) and ``preset`` gives the Table 1
+languages.
 """
 
 from __future__ import annotations
@@ -126,7 +127,7 @@ def _check_sample_size(kind: str, num: int, length: int, row_floats: int) -> Non
 
 @dataclass(frozen=True, eq=False)
 class HMM(Language):
-    """Hidden Markov model (THEORY.md §2).
+    """Hidden Markov model (Section 4.1).
 
     ``initial``: (K,) distribution of the first hidden state; ``transition``: (K, K), row s is
     P(s_{j+1} | s_j = s); ``emission``: (K, V), row s is P(o_j | s_j = s).
@@ -219,7 +220,7 @@ class HMM(Language):
 
 @dataclass(frozen=True, eq=False)
 class NGram(Language):
-    """n-gram language q(x) = q(x_{1:n-1}) prod_{j>=n} q(x_j | x_{j-n+1:j-1}) (THEORY.md §2).
+    """n-gram language q(x) = q(x_{1:n-1}) prod_{j>=n} q(x_j | x_{j-n+1:j-1}) (Section 4.1).
 
     ``initial``: (V,)*(n-1), the joint of the first n-1 tokens; ``transition``: (V,)*n, the last
     axis is the next token. Sequences shorter than n-1 follow the marginal of ``initial``.

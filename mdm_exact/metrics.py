@@ -1,9 +1,9 @@
-"""Monte-Carlo estimators with confidence intervals (THEORY.md §2 eqs. 4-5, §12).
+"""Monte-Carlo estimators with confidence intervals (eqs. 4-5; Lemma B.2, docs/theory/lemma-b2.md).
 
 - ``sequence_error_rate``: SER (eq. 5), the fraction of sequences outside supp(q), Wilson interval;
 - ``generative_log_perplexity``: E_{x~p}[-log q(x)] / L (the paper's experiments; the opposite KL
   direction to eq. 4), t interval; ``generative_perplexity`` is its exponential;
-- ``jensen_bound``: the unbiased estimate of Lemma B.2's E_tau KL(q || p_tau) (§12), the computable
+- ``jensen_bound``: the unbiased estimate of Lemma B.2's E_tau KL(q || p_tau), the computable
   upper bound on eq. 4's log TER(p) - log TER(q) = KL(q || p) / L at any length.
 """
 
@@ -62,7 +62,7 @@ def jensen_bound(
     rng=None,
     confidence: float = 0.95,
 ) -> Estimate:
-    """Unbiased Monte-Carlo estimate of E_tau KL(q || p_tau) in nats per sequence (§12, Lemma B.2).
+    """Unbiased Monte-Carlo estimate of E_tau KL(q || p_tau) in nats per sequence (Lemma B.2).
 
     Each sample draws x ~ q and tau ~ plan and scores
     log q(x) - sum_k sum_{j in tau_k} log p_theta(x_j | x_{T<k}); every term is one denoiser call

@@ -1,6 +1,7 @@
 """The exact masked posterior: q(x_i = v | revealed tokens) by forward-backward.
 
-An ideal MDM denoiser outputs exactly these marginals (THEORY.md §1, eq. 2: q_{0|t}).
+An ideal MDM denoiser outputs exactly these marginals (eq. 2 of the paper:
+q_{0|t}; docs/concepts.md).
 
 Every language is run as a chain over hidden states (``_Chain``): an HMM as it is, an n-gram as
 the HMM whose state at position j is (x_j, ..., x_{j+n-2}) emitting its first token. That chain is

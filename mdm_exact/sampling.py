@@ -1,4 +1,4 @@
-"""Factorized parallel unmasking, simulated (THEORY.md §1 eq. 3, §11).
+"""Factorized parallel unmasking, simulated (eq. 3 of the paper; docs/concepts.md).
 
 Denoisers map a partially revealed batch ``x`` (batch, length) with ``MASK = -1`` to per-position
 distributions (batch, length, V):

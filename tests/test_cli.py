@@ -32,7 +32,7 @@ def test_bound_json_matches_schedule_a_formula(capsys):
     data = run_json(capsys, "bound", "--n", "3", "--eps", "0.1")
     m = math.ceil(4 * 2 * (1 - Fraction(1, 10)) ** 2 / Fraction(1, 10) ** 3)
     assert data["steps"] == m + 1 == 6481
-    assert data["min_length"] == 99472  # THEORY.md §10.5
+    assert data["min_length"] == 99472  # Lemma B.12, docs/theory/lemma-b12.md
     assert data["ter_bound"]["nats"] == pytest.approx(4 * 0.1 * math.log(8))
     assert data["ter_bound"]["bits"] == pytest.approx(4 * 0.1 * 3)
     alphas = np.array(data["alphas"])
@@ -43,7 +43,7 @@ def test_bound_json_matches_schedule_a_formula(capsys):
 
 def test_bound_adaptive_and_text(capsys):
     data = run_json(capsys, "bound", "--n", "2", "--eps", "0.1", "--schedule", "adaptive")
-    assert data["steps"] == 95  # Schedule B, THEORY.md §10.5
+    assert data["steps"] == 95  # Schedule B, docs/theory/lemma-b12.md
     code, out, _ = run(capsys, "bound", "--n", "3", "--eps", "0.1")
     assert code == 0 and "6481" in out and "99472" in out
 

@@ -526,7 +526,7 @@ def test_threshold_zero_prunes_nothing(name):
 
 @pytest.mark.parametrize("name", ["2-gram", "3-gram", "4-gram", "hmm"])
 def test_divided_logits_prune_nothing(name):
-    """Ambiguity 15 / THEORY §10.8: softmax(z / temp) leaves the Table 1 thresholds idle."""
+    """Ambiguity 15 (docs/differences.md): softmax(z / temp) leaves the Table 1 thresholds idle."""
     kwargs = dict(PRESETS[name], parameterization="divided_logits", seed=0)
     language = random_ngram(**kwargs) if "order" in kwargs else random_hmm(**kwargs)
     keys = [k for k in language.metadata if k.startswith("pruned_fraction")]
@@ -534,7 +534,8 @@ def test_divided_logits_prune_nothing(name):
     assert (language.transition > 0).all()
 
 
-# THEORY §10.8: pruned fraction per parameterisation (2-gram, 3-gram, 4-gram, HMM A, HMM B).
+# Pruned fraction per parameterisation, measured when Algorithms 1 and 2 were reconstructed
+# (2-gram, 3-gram, 4-gram, HMM A, HMM B).
 PRUNED_TABLE = {
     "scaled_logits": (0.259, 0.241, 0.187, 0.658, 0.376),
     "power": (0.126, 0.134, 0.106, 0.303, 0.188),
@@ -544,7 +545,7 @@ PRUNED_TABLE = {
 
 @pytest.mark.parametrize("parameterization", sorted(PRUNED_TABLE))
 def test_pruned_fractions_match_theory_table(parameterization):
-    """Averaged over 40 seeds, every generator prunes what THEORY §10.8 reports (±0.03)."""
+    """Averaged over 40 seeds, every generator prunes what the reconstruction measured (±0.03)."""
     seeds = range(40)
     found = []
     for name in ("2-gram", "3-gram", "4-gram"):
@@ -585,7 +586,7 @@ def test_generators_are_reproducible(name):
 
 def test_reference_forward_equals_sum_over_hidden_paths(ref, zero_hmm):
     """The brute-force HMM forward agrees, in exact arithmetic, with the definition
-    P(o) = sum_s pi_{s1} B_{s1 o1} prod_j A_{s(j-1) sj} B_{sj oj} (THEORY §2)."""
+    P(o) = sum_s pi_{s1} B_{s1 o1} prod_j A_{s(j-1) sj} B_{sj oj} (Section 4.1)."""
     pi, a, b = (ref.fractions(t) for t in (zero_hmm.initial, zero_hmm.transition,
                                            zero_hmm.emission))
     k, length = zero_hmm.num_states, 4

@@ -1,4 +1,4 @@
-"""Monte-Carlo estimators with confidence intervals (THEORY.md §2 eqs. 4-5, §12) against the
+"""Monte-Carlo estimators with confidence intervals (eqs. 4-5, Lemma B.2) against the
 exact engine: the stated intervals must cover the exact values at their stated rate."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The Monte-Carlo sampler and the denoisers (THEORY.md §1 eq. 3, Assumption 4.1, §7, §11)."""
+"""The Monte-Carlo sampler and the denoisers (eq. 3, Assumption 4.1, Appendix D)."""
 
 from __future__ import annotations
 

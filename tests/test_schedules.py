@@ -1,4 +1,4 @@
-"""Schedules and plans (THEORY.md §0, §5 Lemma B.12, §7 Appendix D, §11)."""
+"""Schedules and plans (docs/concepts.md; Lemma B.12 and Appendix D pages under docs/theory/)."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def one_line(err) -> str:
 
 
 def test_family_masses_follow_alpha():
-    """p^(k) = alpha(t_{N-k}) - alpha(t_{N-k+1}) on t_i = i/N (§0, §11)."""
+    """p^(k) = alpha(t_{N-k}) - alpha(t_{N-k+1}) on t_i = i/N (docs/theory/labels.md)."""
     n = 8
     t = np.arange(n + 1) / n
     for schedule, alpha in [
@@ -128,8 +128,8 @@ def test_named():
      (4, 0.1, 97201, 5945), (4, 0.05, 1732801, 47886)],
 )
 def test_lemma_b12_step_counts(n, eps, n_a, n_b):
-    """THEORY.md §10.5: N_A = M + 1 with M = ceil(4(n-1)(1-eps)^2/eps^n) in exact rationals,
-    and the adaptive Schedule B's N_B."""
+    """Lemma B.12 (docs/theory/lemma-b12.md): N_A = M + 1 with M = ceil(4(n-1)(1-eps)^2/eps^n)
+    in exact rationals, and the adaptive Schedule B's N_B."""
     a = Schedule.paper_ngram(n, eps)
     assert a.num_steps == n_a
     assert paper_ngram_extra_steps(n, eps) == n_a - 1
@@ -150,7 +150,8 @@ def test_lemma_b12_step_counts(n, eps, n_a, n_b):
 
 
 def test_expected_nfe_appendix_d():
-    """THEORY.md §10.7: L = 512, N = 4096 gives 481.35 <= min(N, L); Monte Carlo agrees."""
+    """Appendix D (docs/theory/appendix-d.md): L = 512, N = 4096 gives 481.35 <= min(N, L);
+    Monte Carlo agrees."""
     s = Schedule.linear(4096)
     nfe = s.expected_nfe(512)
     assert nfe == pytest.approx(481.35, abs=0.005)

@@ -1,4 +1,4 @@
-"""Lemma A.1 and Definitions B.4-B.7 (THEORY.md §4, §5; numbers of §10.1)."""
+"""Lemma A.1 and Definitions B.4-B.7 (docs/theory/lemma-a1.md, docs/theory/definitions-b4-b7.md)."""
 
 from __future__ import annotations
 
@@ -120,7 +120,8 @@ def test_batched_equals_row_by_row():
 
 
 def test_long_instances_are_feasible():
-    # §10.5 needs L ~ 3e6; one instance runs in well under a second once compiled.
+    # The Lemma B.12 excess checks need L ~ 3e6; one instance runs in well under a second once
+    # compiled.
     steps = Schedule.adaptive_ngram(4, 0.05).draw_steps(1, 3_000_000, np.random.default_rng(2))
     d = total_dependencies(steps, 4)
     assert 0.05 < d[0] / 3e6 < 0.065
@@ -167,7 +168,7 @@ def test_lemma_a1_identity_and_bound(shape, seed, zeros):
 
 @pytest.mark.parametrize("v,k", [(2, 2), (2, 4), (3, 3), (4, 4)])
 def test_lemma_a1_is_tight_for_copies(v, k):
-    # X_1 = ... = X_k uniform: TC = (k-1) log V, the bound's ratio is 1 (§10.1 last column).
+    # X_1 = ... = X_k uniform: TC = (k-1) log V, the bound's ratio is 1 (docs/theory/lemma-a1.md).
     q = np.zeros((v,) * k)
     for a in range(v):
         q[(a,) * k] = 1.0 / v

@@ -1,4 +1,4 @@
-"""Lemmas C.1, C.2, Theorem C.3 and Appendix D (THEORY.md §6, §7; numbers of §10.7)."""
+"""Lemmas C.1, C.2, Theorem C.3 and Appendix D (their pages under docs/theory/)."""
 
 from __future__ import annotations
 

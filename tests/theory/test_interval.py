@@ -1,4 +1,4 @@
-"""Appendix C, interval setting: Lemmas C.5, C.6, Example C.7, Theorem C.9 (§6; §10.2, §10.6).
+"""Appendix C, interval setting: Lemmas C.5, C.6, Example C.7, Theorem C.9 (docs/theory/).
 
 The exact SER of Example C.7 is checked against a token-level brute force of the factorized
 sampler (``conftest.Brute`` with oracle marginals from the enumerated joint) on tiny cases,
@@ -129,7 +129,7 @@ def _max_intermediate(ell, n):
 
 
 def test_lemma_c5_exact_value_never_exceeds_uniform():
-    """§10.2: 'the exact P_j never exceeds the uniform value' (Schur concavity)."""
+    """Lemma C.5: the exact P_j never exceeds its uniform-schedule value (Schur concavity)."""
     rng = np.random.default_rng(5)
     for ell, n in [(3, 5), (5, 10), (8, 50)]:
         for _ in range(200):
@@ -149,7 +149,7 @@ def test_jensen_counterexample_value():
 
 @pytest.mark.xfail(strict=True, reason="documented failure of the paper's text: the Jensen step "
                    "of Lemma C.5's proof, sum_i p_i (1-p_i)^(l-1) <= (1 - 1/N)^(l-1), fails for "
-                   "l = 5, N = 2 (1/12 > 1/16; §10.2, Ambiguity 2)")
+                   "l = 5, N = 2 (1/12 > 1/16; Ambiguity 2)")
 def test_lemma_c5_jensen_step():
     assert jensen_intermediate(JENSEN_COUNTEREXAMPLE, 5) <= distinct_steps_paper_bound(2, 5)
 
@@ -317,7 +317,7 @@ SECTION_10_6_SER = [
 
 def _printed(value: float, text: str) -> bool:
     """``value`` shows as ``text``: rounded once to the printed digits, or (how some entries of
-    §10.6 were produced, e.g. 0.71247 -> 0.7125 -> 0.713) first to one digit more."""
+    the Lemma C.6 table were produced, e.g. 0.71247 -> 0.7125 -> 0.713) first to one digit more."""
     digits = len(text.split(".")[1])
     once = f"{value:.{digits}f}"
     twice = f"{float(f'{value:.{digits + 1}f}') + 1e-12:.{digits}f}"
@@ -386,9 +386,10 @@ def test_theorem_c9_finite_lengths():
     assert round(c9_max_constant(P_E), 3) == 0.568
 
 
-@pytest.mark.xfail(strict=True, reason="documented gap in THEORY.md §6 C.9: 'C = 1/2 gives SER >= "
-                   "1/2 for every L >= 15' holds for the Lemma C.6 form, but the explicit "
-                   "exp form gives 0.467 at L = 15 and reaches 1/2 only from L = 30")
+@pytest.mark.xfail(strict=True, reason="documented gap in Theorem C.9 (docs/differences.md): "
+                   "'C = 1/2 gives SER >= 1/2 for every L >= 15' holds for the Lemma C.6 "
+                   "form, but the explicit exp form gives 0.467 at L = 15 and reaches 1/2 only "
+                   "from L = 30")
 def test_theorem_c9_explicit_form_at_short_lengths():
     """The sentence read with the explicit exp bound: fails at L = 15, 20, 25."""
     for length in range(15, 30, 5):

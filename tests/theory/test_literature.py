@@ -1,4 +1,4 @@
-"""Other papers' bounds (THEORY.md §12): Li & Cai and the factorization floor."""
+"""Other papers' bounds (docs/theory/literature.md): Li & Cai and the factorization floor."""
 
 from __future__ import annotations
 
