@@ -44,7 +44,7 @@ import numpy as np
 
 from ._utils import check_memory, check_tokens
 from .errors import ArgumentError, ArgumentTypeError
-from .languages import HMM, Language, NGram
+from .languages import HMM, Language, NGram, check_language
 from .sampling import Oracle, PerturbedOracle, perturb_toward, resolve_denoiser
 from .schedules import DeterministicPlan, FixedCountPlan, Schedule
 
@@ -451,9 +451,7 @@ def chain_log_likelihood(language: Language, plan, x, denoiser=None, *, max_byte
     PerturbedOracle adds a table of L^3 / 6 marginals per row. A ``DeterministicPlan`` goes to
     ``likelihood.log_likelihood``'s unique-trajectory product.
     """
-    if not isinstance(language, Language):
-        raise ArgumentTypeError(
-            f"language must be an mdm_exact Language, got {type(language).__name__}")
+    check_language(language)
     if isinstance(plan, DeterministicPlan):
         from .likelihood import log_likelihood
 

@@ -99,6 +99,14 @@ class Language(ABC):
         return check_positive_int("length", length)
 
 
+def check_language(language) -> Language:
+    """``language`` itself, or a one-line ``ArgumentTypeError`` naming what was passed."""
+    if not isinstance(language, Language):
+        raise ArgumentTypeError(
+            f"language must be an mdm_exact Language, got {type(language).__name__}")
+    return language
+
+
 def _common_metadata(metadata) -> dict[str, Any]:
     if metadata is None:
         return {}

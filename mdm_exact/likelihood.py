@@ -29,8 +29,8 @@ from ._utils import MASK, as_rng, check_positive_int, check_tokens, memory_budge
 from .chain_likelihood import SUPPORTED_LANGUAGES, chain_log_likelihood
 from .chain_likelihood import supports as chain_supports
 from .errors import ArgumentError, ArgumentTypeError, BudgetError
-from .estimate import Estimate, exact, mean_interval
-from .languages import Language
+from .estimate import Estimate, check_confidence, exact, mean_interval
+from .languages import Language, check_language
 from .policies import is_policy
 from .sampling import Denoiser, call_denoiser, resolve_denoiser
 from .schedules import DeterministicPlan, FixedCountPlan, Schedule
@@ -178,9 +178,7 @@ def log_likelihood(language: Language, plan, x, denoiser: Denoiser | None = None
     of ``chain_likelihood`` at any length; otherwise the exact engine at small L. ``-inf`` where
     p(x) = 0; x outside supp q gets its finite log p where the sampler can produce it.
     """
-    if not isinstance(language, Language):
-        raise ArgumentTypeError(
-            f"language must be an mdm_exact Language, got {type(language).__name__}")
+    check_language(language)
     plan = _check_plan(plan)
     tokens = check_tokens(x, language.vocab_size, allow_mask=False)
     plan.check_length(tokens.shape[1])
@@ -249,14 +247,11 @@ def kl_estimate(
     are clipped at 0 (KL >= 0; a negative mean is sampling noise). ``exact_kl`` is filled in
     where the exact engine fits the memory budget.
     """
-    if not isinstance(language, Language):
-        raise ArgumentTypeError(
-            f"language must be an mdm_exact Language, got {type(language).__name__}")
+    check_language(language)
     plan = _check_plan(plan)
     length = plan.check_length(length)
     num = check_positive_int("num_samples", num_samples, 2)
-    if not (isinstance(confidence, int | float) and 0 < confidence < 1):
-        raise ArgumentError(f"confidence must lie in (0, 1), got {confidence!r}")
+    confidence = check_confidence(confidence)
     den = resolve_denoiser(language, denoiser)
     x = language.sample(num, length, as_rng(rng))
     log_p = log_likelihood(language, plan, x, den)

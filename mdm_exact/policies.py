@@ -54,7 +54,7 @@ from typing import ClassVar
 import numba
 import numpy as np
 
-from ._utils import MASK, as_rng, check_positive_int
+from ._utils import MASK, as_rng, check_positive_int, real_number
 from .errors import ArgumentError, ArgumentTypeError
 from .schedules import FixedCountPlan
 
@@ -70,9 +70,7 @@ SPECS = ("topk-confidence:N", "topk-margin:N", "topk-entropy:N", "random-topk:N"
 
 
 def _check_real(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise ArgumentTypeError(f"{name} must be a real number, got {value!r}")
-    v = float(value)
+    v = real_number(name, value)
     if not math.isfinite(v):
         raise ArgumentError(f"{name} must be finite, got {value!r}")
     return v

@@ -29,8 +29,8 @@ import numba
 import numpy as np
 
 from ._utils import MASK, check_memory, check_tokens
-from .errors import ArgumentError, ArgumentTypeError
-from .languages import IntervalParity, Language, NGram
+from .errors import ArgumentError
+from .languages import IntervalParity, Language, NGram, check_language
 
 SERIAL_WORK = 1_000_000
 """Below this many (position x state) updates a call runs on one thread: waking numba's worker
@@ -708,9 +708,7 @@ def _interval_parity(language: IntervalParity, x: np.ndarray, want_marginals: bo
 
 
 def _prepare(language: Language, x) -> tuple[np.ndarray, bool]:
-    if not isinstance(language, Language):
-        raise ArgumentTypeError(
-            f"language must be an mdm_exact Language, got {type(language).__name__}")
+    check_language(language)
     arr = check_tokens(x, language.vocab_size)
     return arr, np.ndim(x) == 1
 

@@ -30,7 +30,7 @@ from ._utils import (
     check_probabilities,
 )
 from .errors import ArgumentError, ArgumentTypeError
-from .languages import Language
+from .languages import Language, check_language
 from .policies import Policy, is_policy
 from .posterior import posterior
 from .schedules import Plan, check_plan
@@ -52,10 +52,7 @@ class Oracle:
     """
 
     def __init__(self, language: Language):
-        if not isinstance(language, Language):
-            raise ArgumentTypeError(
-                f"language must be an mdm_exact Language, got {type(language).__name__}"
-            )
+        check_language(language)
         self.language = language
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -270,9 +267,7 @@ def _check_sample_size(language: Language, length, num_samples) -> None:
     """Refuse, before any work, a ``sample`` call above the memory budget. Alive at once:
     steps, tokens and the sort order (num, L) int64, the order of a step, and the denoiser's
     (rows, L, V) output with its float64 copy (rows <= num)."""
-    if not isinstance(language, Language):
-        raise ArgumentTypeError(
-            f"language must be an mdm_exact Language, got {type(language).__name__}")
+    check_language(language)
     num = check_positive_int("num_samples", num_samples)
     length = check_positive_int("length", length)
     check_memory(f"sample(num_samples={num}, length={length})",

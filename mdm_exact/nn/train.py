@@ -43,8 +43,8 @@ from tqdm.auto import tqdm
 
 from .._io import deferred_interrupt, directory_lock, read_json_object, write_atomic
 from .._utils import check_memory, check_positive_int
-from ..errors import ArgumentError, ArgumentTypeError, MissingFileError
-from ..languages import Language, load_language
+from ..errors import ArgumentError, MissingFileError
+from ..languages import Language, check_language, load_language
 from .model import ModelConfig, Transformer, model_inputs, resolve_device
 
 LANGUAGE_FILE = "language.json"
@@ -263,9 +263,7 @@ def train(
     ``stop_after``: return after that many total steps (checkpointed), e.g. to share a machine
     in time slices; a later call continues. The model is returned in eval mode on ``device``.
     """
-    if not isinstance(language, Language):
-        raise ArgumentTypeError(f"language must be an mdm_exact Language"
-            f", got {type(language).__name__}")
+    check_language(language)
     if model_config.vocab_size != language.vocab_size:
         raise ArgumentError(f"model_config.vocab_size must equal the language's "
                          f"{language.vocab_size}, got {model_config.vocab_size}")

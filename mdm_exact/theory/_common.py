@@ -3,29 +3,19 @@
 from __future__ import annotations
 
 import math
-import numbers
 import reprlib
 
 import numpy as np
 
+from .._utils import real_number
 from ..errors import ArgumentError, ArgumentTypeError
 from ..policies import is_policy
 from ..schedules import DeterministicPlan, FixedCountPlan, Schedule
 
 
-def _real(name: str, value) -> float:
-    """``value`` as a float: bool, complex and text are refused, huge ints become inf."""
-    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
-        raise ArgumentTypeError(f"{name} must be a real number, got {reprlib.repr(value)}")
-    try:
-        return float(value)
-    except OverflowError:
-        return math.inf if value > 0 else -math.inf
-
-
 def check_probability(name: str, value, *, open_low: bool = False, open_high: bool = False):
     """``value`` as a float in [0, 1] (ends excluded on request); ``ValueError`` otherwise."""
-    v = _real(name, value)
+    v = real_number(name, value)
     low_bad = v <= 0 if open_low else v < 0
     high_bad = v >= 1 if open_high else v > 1
     if not math.isfinite(v) or low_bad or high_bad:
@@ -36,7 +26,7 @@ def check_probability(name: str, value, *, open_low: bool = False, open_high: bo
 
 
 def check_nonnegative(name: str, value) -> float:
-    v = _real(name, value)
+    v = real_number(name, value)
     if not (math.isfinite(v) and v >= 0):
         raise ArgumentError(f"{name} must be a finite number >= 0, got {reprlib.repr(value)}")
     return v

@@ -18,7 +18,7 @@ import numpy as np
 from .._utils import check_memory, check_positive_int, format_count, int_times
 from ..errors import ArgumentError, ArgumentTypeError
 from ..estimate import Estimate, exact, mean_interval
-from ..languages import Language
+from ..languages import Language, check_language
 from ..posterior import posterior_marginals
 from ..schedules import DeterministicPlan, FixedCountPlan, Schedule
 from ._common import check_nonnegative
@@ -69,9 +69,7 @@ def mutual_information_profile(
     total is a Student-t interval over draws of sum_i -log q(x_i | x_-i).
     ``auto``: exact when V^L <= ``EXACT_MAX_ENTRIES``.
     """
-    if not isinstance(language, Language):
-        raise ArgumentTypeError(f"language must be an mdm_exact Language"
-            f", got {type(language).__name__}")
+    check_language(language)
     length = check_positive_int("length", length, 1)
     if method not in METHODS:
         raise ArgumentError(f"method must be one of {METHODS}, got {method!r}")
