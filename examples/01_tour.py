@@ -84,12 +84,15 @@ for steps in (4, 16, 64):
 #
 # For tiny lengths, `exact_metrics` computes the sampler's whole output distribution p over V^L
 # and from it KL(q || p), the TER of eq. 4, SER (eq. 5), the generative perplexity and the
-# Lemma B.2 (Jensen) upper bound E_tau KL(q || p_tau). Everything is in nats.
+# Lemma B.2 (Jensen) upper bound E_tau KL(q || p_tau). Everything is in nats; every quantity of a
+# whole sequence also has its `_per_token` twin (the same / L).
 
 # %%
 m = me.exact_metrics(lang, me.Schedule.linear(2), 4)
-print(f"KL(q||p) = {m.kl:.4f} nats, Jensen bound = {m.jensen_bound:.4f}, SER = {m.ser:.4f}")
-print(f"log TER(p) = {m.log_ter:.4f} >= log TER(q) = {m.log_ter_q:.4f} nats/token")
+print(f"KL(q||p) = {m.kl:.4f} nats per sequence = {m.kl_per_token:.4f} per token, Jensen bound "
+      f"= {m.jensen_bound:.4f} nats per sequence, SER = {m.ser:.4f}")
+print(f"log TER(p) = {m.log_ter:.4f} >= log TER(q) = {m.log_ter_q:.4f} nats/token (the TER gap "
+      f"log_ter_gap = KL/L = {m.log_ter_gap:.4f})")
 mc = me.jensen_bound(lang, me.Schedule.linear(2), 4, SAMPLES, rng=0)
 print(f"Monte-Carlo Jensen bound at the same setting: {mc}")
 
@@ -110,8 +113,8 @@ print(f"eps_learning = 0.05: KL(q||p) = {m_noisy.kl:.4f}, SER = {m_noisy.ser:.4f
 
 # %%
 bound = theory.ter_bound(2, 0.2, lang.vocab_size, 0.0)
-print(f"Theorem 4.2, n = 2, eps = 0.2: gap <= {bound.gap:.3f} nats/token with N = "
-      f"{bound.num_steps} steps for L >= {bound.min_length}")
+print(f"Theorem 4.2, n = 2, eps = 0.2: log TER gap <= {bound.log_ter_gap_bound:.3f} "
+      f"nats/token with N = {bound.num_steps} steps for L >= {bound.min_length}")
 sched = me.Schedule.paper_ngram(2, 0.2)
 print("B.9 bound at L = 2000 (Monte Carlo of the dependency excess):",
       theory.excess_monte_carlo(sched, 2000, 2, num_samples=8, seed=0).value

@@ -28,6 +28,7 @@ from .metrics import (
     jensen_bound,
     sequence_error_rate,
 )
+from .plan_files import load_plan, plan_from_dict, save_plan
 from .policies import (
     EntropyBounded,
     Factor,
@@ -82,10 +83,12 @@ __all__ = [
     "jensen_bound",
     "kl_estimate",
     "load_language",
+    "load_plan",
     "log_likelihood",
     "log_prob",
     "output_distribution",
     "parse_policy",
+    "plan_from_dict",
     "posterior",
     "posterior_marginals",
     "preset",
@@ -93,6 +96,7 @@ __all__ = [
     "random_ngram",
     "sample",
     "save_language",
+    "save_plan",
     "sequence_error_rate",
     "ser_kl_lower_bound",
 ]

@@ -34,6 +34,7 @@ from ._utils import (
     format_count,
     int_times,
     parse_bytes,
+    progress_bar,
 )
 from .errors import ArgumentError, MdmExactError
 from .languages import PRESETS, Language, load_language, preset
@@ -56,6 +57,15 @@ def _table(rows: Sequence[Sequence[str]]) -> str:
 def _or_na(value) -> str:
     """A number for the text tables, or "n/a" where it is not defined (None)."""
     return "n/a" if value is None else f"{value:.10g}"
+
+
+NATS_PER_SEQUENCE, NATS_PER_TOKEN, BITS_PER_TOKEN = ("nats per sequence", "nats per token",
+                                                     "bits per token")
+PROBABILITY, TOKENS, STEPS, DENOISER_CALLS = ("probability", "tokens", "steps",
+                                              "denoiser calls")
+DEPENDENCIES_PER_SEQUENCE, DEPENDENCIES_PER_TOKEN = ("dependencies per sequence",
+                                                     "dependencies per token")
+"""The units the text tables print, one on every row."""
 
 
 def _count(minimum: int):
@@ -129,7 +139,8 @@ def _cmd_language(args) -> int:
         info["interval"] = lang.interval
     if args.length:
         ent = lang.entropy(args.length, seed=args.seed)
-        info["entropy_per_token"] = ent.scaled(1 / args.length)
+        info.update(length=args.length, entropy=ent,
+                    entropy_per_token=ent.scaled(1 / args.length))
     if args.sample:
         info["samples"] = lang.sample(args.sample, args.length, args.seed).tolist()
     if args.json:
@@ -146,7 +157,9 @@ def _cmd_language(args) -> int:
             for mk, mv in value.items():
                 print(f"  {mk}: {mv}")
         else:
-            print(f"{key}: {value}")
+            unit = {"length": TOKENS, "entropy": NATS_PER_SEQUENCE,
+                    "entropy_per_token": NATS_PER_TOKEN}.get(key)
+            print(f"{key}: {value}" + (f" ({unit})" if unit else ""))
     if args.save:
         print(f"saved to {args.save}")
     return 0
@@ -173,6 +186,8 @@ def _add_language(sub) -> None:
 
 
 def _plan(args, length: int):
+    if getattr(args, "plan_file", None) is not None:
+        return _plan_from_file(args, length)
     if getattr(args, "policy", None) is not None:
         from .policies import parse_policy
 
@@ -194,7 +209,25 @@ def _plan(args, length: int):
         return Schedule.from_alpha(grid)
     if args.fixed_count is not None:
         return FixedCountPlan.even(length, args.fixed_count)
-    return Schedule.named(args.schedule, args.steps)
+    return Schedule.named(args.schedule or "linear", args.steps)
+
+
+def _plan_from_file(args, length: int):
+    """The plan or policy of ``--plan-file``, checked against ``--length``; the options that
+    build a plan themselves are refused beside it."""
+    from .plan_files import load_plan
+
+    _refuse_together(args, "--plan-file", {
+        "--steps": "steps", "--schedule": "schedule", "--alphas": "alphas",
+        "--fixed-count": "fixed_count", "--policy": "policy", "--block-length": "block_length"})
+    path = input_file("--plan-file", args.plan_file)
+    plan = load_plan(path)
+    try:
+        plan.check_length(length)
+    except ArgumentError as err:
+        raise ArgumentError(f"--plan-file {str(path)!r} does not suit --length {length}: "
+                            f"{err}") from None
+    return plan
 
 
 def _denoiser(args, lang):
@@ -216,22 +249,38 @@ def _cmd_exact(args) -> int:
         _print_json(data)
         return 0
     print(f"{lang!r}, L = {args.length}, {plan!r}")
-    rows = [("quantity", "value", "meaning"),
-            ("kl", f"{m.kl:.10g}", "KL(q || p), nats per sequence"),
-            ("log_ter", f"{m.log_ter:.10g}", "eq. 4, nats per token (optimum log_ter_q)"),
-            ("log_ter_q", f"{m.log_ter_q:.10g}", "H(q) / L"),
-            ("gen_log_ppl", f"{m.gen_log_ppl:.10g}", "E_p[-log q] / L, nats per token"),
-            ("ser", f"{m.ser:.10g}", "eq. 5, 1 - p(supp q)"),
-            ("jensen_bound", _or_na(m.jensen_bound), "E_tau KL(q || p_tau) (Lemma B.2)"),
-            ("gap", _or_na(m.gap), "jensen_bound - kl"),
-            ("entropy", f"{m.entropy:.10g}", "H(q), nats per sequence")]
+    fields = m.as_dict()
+    rows = [("quantity", "value", "unit", "meaning")]
+    rows += [(key, _or_na(fields[key]), unit, meaning)
+             for key, (unit, meaning) in EXACT_ROWS.items()]
     print(_table(rows))
     return 0
 
 
+EXACT_ROWS = {
+    "kl": (NATS_PER_SEQUENCE, "KL(q || p)"),
+    "kl_per_token": (NATS_PER_TOKEN, "KL(q || p) / L"),
+    "log_ter_gap": (NATS_PER_TOKEN, "log TER(p) - log TER(q) = KL / L (Theorem 4.2 bounds it)"),
+    "log_ter": (NATS_PER_TOKEN, "eq. 4, E_q[-log p(x)] / L"),
+    "log_ter_q": (NATS_PER_TOKEN, "H(q) / L, the optimum of log_ter"),
+    "gen_log_ppl": (NATS_PER_TOKEN, "E_p[-log q(x)] / L (inf once p leaves supp q)"),
+    "ser": (PROBABILITY, "eq. 5, p(outside supp q)"),
+    "jensen_bound": (NATS_PER_SEQUENCE, "E_tau KL(q || p_tau) (Lemma B.2)"),
+    "jensen_bound_per_token": (NATS_PER_TOKEN, "E_tau KL(q || p_tau) / L"),
+    "jensen_gap": (NATS_PER_SEQUENCE, "jensen_bound - kl, the slack of Lemma B.2"),
+    "jensen_gap_per_token": (NATS_PER_TOKEN, "(jensen_bound - kl) / L"),
+    "entropy": (NATS_PER_SEQUENCE, "H(q)"),
+    "entropy_per_token": (NATS_PER_TOKEN, "H(q) / L"),
+    "total_mass": (PROBABILITY, "sum of p (1 up to rounding)"),
+}
+"""The rows of ``exact``'s table: field of ``ExactMetrics`` -> (unit, meaning); the length L is
+in the title."""
+
+
 def _add_plan_arguments(p) -> None:
     p.add_argument("--steps", type=_count(1), help="number of steps N of a schedule family")
-    p.add_argument("--schedule", default="linear", help=f"family: {SCHEDULE_HELP}")
+    p.add_argument("--schedule", default=None,
+                   help=f"family: {SCHEDULE_HELP} (default linear)")
     p.add_argument("--alphas", help="alpha grid a0,...,aN on t_i = i/N (a0 = 1)")
     p.add_argument("--fixed-count", type=_count(1), metavar="N",
                    help="reveal L/N positions per step (fixed-count plan)")
@@ -243,6 +292,9 @@ def _add_plan_arguments(p) -> None:
                         "or factor:F")
     p.add_argument("--block-length", type=_count(1), metavar="B",
                    help="with --policy: semi-autoregressive blocks of B positions")
+    p.add_argument("--plan-file", metavar="FILE",
+                   help="a plan or policy saved as JSON (bound --save, save_plan; format in "
+                        "docs/cli.md) instead of the options above")
 
 
 def _add_exact(sub) -> None:
@@ -257,9 +309,10 @@ def _add_exact(sub) -> None:
 
 
 def _cmd_simulate(args) -> int:
-    """Monte-Carlo SER and gen. perplexity; the true KL bracketed by the SER lower bound and,
-    for plans, the Jensen bound, with the exact-per-sample KL and log TER where the likelihood is
-    exact. Under a policy, NFE per row (mean and percentiles); the Jensen bound is defined for
+    """Monte-Carlo SER and gen. perplexity (and its biased mean over the valid samples); the true
+    KL bracketed by the SER lower bound and, for plans, the Jensen bound, with the
+    exact-per-sample KL and log TER where the likelihood is exact; every KL per sequence and per
+    token. Under a policy, NFE per row (mean and percentiles); the Jensen bound is defined for
     state-independent plans only (null)."""
     from .likelihood import ser_kl_lower_bound
     from .metrics import generative_log_perplexity, jensen_bound, sequence_error_rate
@@ -273,15 +326,22 @@ def _cmd_simulate(args) -> int:
     res = sample(lang, plan, args.length, args.samples, den, rng, progress=True)
     ser = sequence_error_rate(lang, res.tokens)
     gen = generative_log_perplexity(lang, res.tokens)
+    num_valid = int(np.asarray(lang.in_support(res.tokens)).sum())
+    gen_valid = (generative_log_perplexity(lang, res.tokens, valid_only=True)
+                 if num_valid >= 2 else None)
     jb = None if policy else jensen_bound(lang, plan, args.length, max(2, args.samples), den,
-                                          rng).scaled(1 / args.length)
-    ser_floor = ser_kl_lower_bound(ser).scaled(1 / args.length)
+                                          rng, progress=True)
+    ser_floor = ser_kl_lower_bound(ser)
     kl, kl_note = _simulate_kl(args, lang, plan, den, rng)
     nfe = res.nfe_per_row
     quantiles = {str(q): float(np.percentile(nfe, q)) for q in (5, 50, 95)}
-    data = {"ser": ser, "gen_log_ppl": gen, "jensen_bound_per_token": jb,
-            "ser_lower_bound_per_token": ser_floor,
-            "kl_per_token": kl.kl_per_token if kl else None,
+    per_token = 1 / args.length
+    data = {"ser": ser, "gen_log_ppl": gen, "gen_log_ppl_valid_only": gen_valid,
+            "valid_samples": num_valid,
+            "jensen_bound": jb, "jensen_bound_per_token": jb.scaled(per_token) if jb else None,
+            "ser_kl_lower_bound": ser_floor,
+            "ser_kl_lower_bound_per_token": ser_floor.scaled(per_token),
+            "kl": kl.kl if kl else None, "kl_per_token": kl.kl_per_token if kl else None,
             "log_ter": kl.log_ter if kl else None, "kl_note": kl_note,
             "nfe_mean": float(nfe.mean()), "nfe_quantiles": quantiles,
             "samples": args.samples, "length": args.length, "plan": repr(plan),
@@ -294,19 +354,35 @@ def _cmd_simulate(args) -> int:
         _print_json(data)
         return 0
     print(f"{lang!r}, L = {args.length}, {plan!r}, {args.samples} samples, seed {args.seed}")
-    rows = [("quantity", "estimate (95% interval)"),
-            ("SER", str(ser)),
-            ("gen. log-perplexity (nats/token)", str(gen)),
-            ("KL/L, exact per sample (nats/token)", str(kl.kl_per_token) if kl else kl_note),
-            ("log TER, eq. 4 (nats/token)", str(kl.log_ter) if kl else kl_note),
-            ("Jensen bound KL/L (nats/token)", str(jb) if jb else "n/a (defined for plans only)"),
-            ("SER lower bound KL/L (nats/token)", str(ser_floor))]
+    valid = f"{num_valid} of {args.samples} samples inside supp q"
+    no_plan = "n/a (defined for plans only)"
+    no_kl = "n/a (as above)"
+    rows = [("quantity", "estimate (95% interval)", "unit"),
+            ("SER", str(ser), PROBABILITY),
+            ("gen. log-perplexity", str(gen), NATS_PER_TOKEN),
+            ("gen. log-perplexity, valid samples only (biased)",
+             f"{gen_valid} ({valid})" if gen_valid else f"n/a ({valid}, needs 2)",
+             NATS_PER_TOKEN),
+            ("KL, exact per sample", str(kl.kl) if kl else kl_note, NATS_PER_SEQUENCE),
+            ("KL/L, exact per sample", str(kl.kl_per_token) if kl else no_kl, NATS_PER_TOKEN),
+            ("log TER, eq. 4", str(kl.log_ter) if kl else no_kl, NATS_PER_TOKEN),
+            ("Jensen bound on KL", str(jb) if jb else no_plan, NATS_PER_SEQUENCE),
+            ("Jensen bound on KL/L", str(data["jensen_bound_per_token"]) if jb else no_plan,
+             NATS_PER_TOKEN),
+            ("SER lower bound on KL", str(ser_floor), NATS_PER_SEQUENCE),
+            ("SER lower bound on KL/L", str(data["ser_kl_lower_bound_per_token"]),
+             NATS_PER_TOKEN)]
     if not policy:
-        rows.append(("NFE ddpm / ddpm_cache (mean)", f"{res.nfe} / {res.nfe_cache.mean():.2f}"))
-    rows += [("NFE per row: mean", f"{nfe.mean():.2f}"),
+        rows.append(("NFE ddpm / ddpm_cache (mean)", f"{res.nfe} / {res.nfe_cache.mean():.2f}",
+                     DENOISER_CALLS))
+    rows += [("NFE per row: mean", f"{nfe.mean():.2f}", DENOISER_CALLS),
              ("NFE per row: 5 / 50 / 95th percentile",
-              " / ".join(f"{v:g}" for v in quantiles.values()))]
+              " / ".join(f"{v:g}" for v in quantiles.values()), DENOISER_CALLS)]
     print(_table(rows))
+    if math.isinf(gen.value) and args.preset is not None:
+        print(f"hint: some samples left supp q of the pruned preset {args.preset}; "
+              "--threshold 0 runs its unpruned variant (every sequence in the support), on "
+              "which the gen. perplexity stays finite")
     return 0
 
 
@@ -319,18 +395,16 @@ def _simulate_kl(args, lang, plan, den, rng):
     """The KL / log TER estimate of ``simulate`` where ``log_likelihood`` is exact for this
     language and plan, else None and the reason (the Jensen bound and the SER bound still
     bracket the KL)."""
-    from .likelihood import kl_estimate, likelihood_method, likelihood_seconds
+    from .likelihood import kl_estimate_within
 
-    method = likelihood_method(lang, plan, args.length, den)
-    if method is None:
-        return None, ("n/a: no exact likelihood for this language and plan at this length "
-                      "(bracketed by the two bounds)")
-    rows = args.kl_samples if args.kl_samples is not None else max(2, min(args.samples, 100))
-    seconds = likelihood_seconds(lang, plan, args.length, rows, den)
-    if args.kl_samples is None and seconds > KL_SECONDS:
-        return None, (f"not computed: about {seconds:.0f} s for {rows} samples "
-                      "(ask with --kl-samples K)")
-    return kl_estimate(lang, plan, args.length, rows, den, rng), None
+    if args.kl_samples is not None:
+        return kl_estimate_within(lang, plan, args.length, args.kl_samples, den, rng)
+    rows = max(2, min(args.samples, 100))
+    kl, note = kl_estimate_within(lang, plan, args.length, rows, den, rng,
+                                  max_seconds=KL_SECONDS)
+    if kl is None and note.startswith("not computed"):
+        note += " (ask with --kl-samples K)"
+    return kl, note
 
 
 def _add_simulate(sub) -> None:
@@ -379,12 +453,15 @@ def _cmd_ser(args) -> int:
         return 0
     print(f"Example C.7, interval {args.interval}, L = {args.length}, N = {args.steps} "
           f"({args.schedule}), pair error probability p_e = {p_e:g}")
-    print(f"exact SER: {ser:.10g}")
+    rows = [("quantity", "value", "unit", "meaning"),
+            ("ser", f"{ser:.10g}", PROBABILITY, "exact SER, eq. 5")]
     if "theorem_4_4_lower_bound" in data:
-        value = f"{data['theorem_4_4_lower_bound']:.6g}"
+        meaning = f"Theorem 4.4 lower bound on SER at C = N/L = {c:g}"
         if data["theorem_4_4_vacuous"]:
-            value += " (vacuous: C L = N <= 1.5 or p_e = 0)"
-        print(f"Theorem 4.4 lower bound at C = N/L = {c:g}: {value}")
+            meaning += " (vacuous: C L = N <= 1.5 or p_e = 0)"
+        rows.append(("theorem_4_4_lower_bound", f"{data['theorem_4_4_lower_bound']:.6g}",
+                     PROBABILITY, meaning))
+    print(_table(rows))
     return 0
 
 
@@ -414,46 +491,137 @@ def _cmd_steps(args) -> int:
     if args.interval is not None:
         return _steps_interval(args)
     if args.language is None and args.preset is None:
-        raise ArgumentError("give --interval (Example C.7) or --language/--preset with "
-                            "--kl-per-token")
-    _refuse_together(args, "--language/--preset (Jensen-bound search)",
-                     {"--ser": "ser", "--eps-learning": "eps_learning"})
-    if args.kl_per_token is None:
-        raise ArgumentError("--language/--preset needs --kl-per-token X")
+        raise ArgumentError("give --interval (Example C.7), or --language or --preset with "
+                            "--kl-per-token X or --ser TARGET")
+    source = "--preset" if args.preset is not None else "--language"
+    _refuse_together(args, f"{source} (Monte-Carlo search)", {"--eps-learning": "eps_learning"})
+    if args.kl_per_token is None and args.ser is None:
+        raise ArgumentError(f"{source} needs a target: --kl-per-token X (Jensen bound per token) "
+                            "or --ser TARGET (sequence error rate)")
+    if args.kl_per_token is not None and args.ser is not None:
+        raise ArgumentError(f"give one target with {source}: --kl-per-token or --ser, not both")
+    if args.plan_file is not None and args.schedule is not None:
+        raise ArgumentError("give --schedule or --plan-file, not both (the file's alpha curve "
+                            "is the family searched)")
+    if args.ser is not None:
+        return _steps_ser(args, source)
+    return _steps_kl(args)
+
+
+def _steps_family(args):
+    """N -> the Schedule of N steps searched: ``--schedule``'s family, or the alpha curve of the
+    Schedule in ``--plan-file`` (piecewise linear through its grid alpha(i / N_file)) on the
+    grid i / N; and the family's name."""
+    if args.plan_file is None:
+        name = args.schedule or "linear"
+        return (lambda n: Schedule.named(name, n)), name
+    from .plan_files import load_plan
+
+    path = input_file("--plan-file", args.plan_file)
+    saved = load_plan(path)
+    if not isinstance(saved, Schedule):
+        kind = "an adaptive policy" if is_policy(saved) else f"a {type(saved).__name__}"
+        raise ArgumentError(f"--plan-file {str(path)!r} holds {kind}; steps needs a Schedule, "
+                            "whose alpha curve is the family searched")
+    grid = saved.alphas
+    knots = np.arange(grid.size) / (grid.size - 1)
+    name = f"alpha curve of {path.name} (N = {saved.num_steps} there)"
+
+    def family(n: int) -> Schedule:
+        return Schedule.from_alpha(lambda t: np.interp(t, knots, grid), n, name=path.stem)
+
+    return family, name
+
+
+def _search(family, limit: int, evaluate, accept) -> tuple[int | None, dict]:
+    """``first_true`` over N in [1, ``limit``] of ``accept(evaluate(N, family(N)))`` under a
+    progress bar; returns the smallest accepted N (None if ``limit`` fails) and every estimate
+    by N."""
+    found: dict[int, object] = {}
+    # first_true: at most 2 log2(limit) + 1 evaluations
+    with progress_bar(True, total=2 * limit.bit_length() + 1, desc="steps search",
+                      unit="N") as bar:
+        def reached(n: int) -> bool:
+            bar.set_postfix(N=n, refresh=False)
+            found[n] = evaluate(n, family(n))
+            bar.update()
+            return accept(found[n])
+
+        return first_true(reached, limit), found
+
+
+def _steps_kl(args) -> int:
     target = args.kl_per_token
     if not (math.isfinite(target) and target >= 0):
         raise ArgumentError(f"--kl-per-token must be a finite number >= 0, got {target}")
-    from tqdm.auto import tqdm
-
     from .metrics import jensen_bound
 
+    family, family_name = _steps_family(args)
     lang = _language(args)
     samples = 200 if args.samples is None else args.samples
     seed = 0 if args.seed is None else args.seed
     limit = args.length * 64
-    found: dict[int, object] = {}
-    # first_true: at most 2 log2(limit) + 1 evaluations, each a Monte-Carlo Jensen bound
-    with tqdm(total=2 * limit.bit_length() + 1, desc="steps search", unit="N", delay=2,
-              file=sys.stderr, leave=False) as bar:
-        def reached(n: int) -> bool:
-            bar.set_postfix(N=n)
-            found[n] = jensen_bound(lang, Schedule.named(args.schedule, n), args.length,
-                                    samples, None, seed)
-            bar.update()
-            return found[n].high / args.length <= target
-
-        hi = first_true(reached, limit)
+    hi, found = _search(
+        family, limit,
+        lambda n, plan: jensen_bound(lang, plan, args.length, samples, None, seed,
+                                     progress=True),
+        lambda est: est.high / args.length <= target)
     if hi is None:
         raise ArgumentError(f"--kl-per-token {target} not reached with {limit} steps")
     est = found[hi]
-    data = {"steps": hi, "jensen_bound_per_token": est.value / args.length,
-            "upper_95": est.high / args.length, "target": target, "length": args.length}
+    data = {"steps": hi, "jensen_bound": est.value,
+            "jensen_bound_per_token": est.value / args.length,
+            "upper_95": est.high / args.length, "target": target, "length": args.length,
+            "schedule": family_name}
     if args.json:
         _print_json(data)
         return 0
     print(f"smallest N whose Jensen bound per token (95% upper end, Monte-Carlo with "
-          f"{samples} samples) is <= {target:g}: N = {hi} "
-          f"(estimate {est.value / args.length:.4g} nats/token)")
+          f"{samples} samples) is <= {target:g} nats per token: N = {hi} steps "
+          f"(estimate {est.value / args.length:.4g} nats per token)")
+    return 0
+
+
+def _steps_ser(args, source: str) -> int:
+    """Smallest N whose Monte-Carlo SER (eq. 5) has its 95% Wilson upper end <= ``--ser``;
+    each N samples with its own seed (``--seed``, N), so no result depends on the search path."""
+    target = args.ser
+    if not 0 < target < 1:
+        raise ArgumentError(f"--ser with {source} must lie in (0, 1) (the Wilson upper end of a "
+                            f"Monte-Carlo SER is never 0), got {target}")
+    from .metrics import sequence_error_rate
+    from .sampling import sample
+
+    family, family_name = _steps_family(args)
+    lang = _language(args)
+    samples = 2000 if args.samples is None else args.samples
+    seed = 0 if args.seed is None else args.seed
+    limit = args.length * 64
+
+    def ser_at(n: int, plan) -> object:
+        res = sample(lang, plan, args.length, samples, None, np.random.default_rng([seed, n]),
+                     progress=True)
+        return sequence_error_rate(lang, res.tokens)
+
+    hi, found = _search(family, limit, ser_at, lambda est: est.high <= target)
+    if hi is None:
+        raise ArgumentError(f"--ser {target} not reached with {limit} steps (64 L)")
+    rejected = max((n for n, est in found.items() if est.high > target), default=None)
+    data = {"steps": hi, "ser": found[hi], "ser_target": target,
+            "largest_rejected": None if rejected is None else {"steps": rejected,
+                                                                "ser": found[rejected]},
+            "length": args.length, "samples": samples, "seed": seed, "schedule": family_name,
+            "language": repr(lang)}
+    if args.json:
+        _print_json(data)
+        return 0
+    print(f"smallest N whose SER (95% Wilson upper end, {samples} samples per N, seed {seed}) "
+          f"is <= {target:g}: N = {hi} steps  ({lang!r}, L = {args.length}, {family_name})")
+    rows = [("steps N", "SER (95% interval)", "unit", ""),
+            (str(hi), str(found[hi]), PROBABILITY, "accepted")]
+    if rejected is not None:
+        rows.append((str(rejected), str(found[rejected]), PROBABILITY, "largest rejected"))
+    print(_table(rows))
     return 0
 
 
@@ -463,11 +631,12 @@ def _steps_interval(args) -> int:
     _refuse_together(args, "--interval (Example C.7)", {
         "--language": "language", "--preset": "preset", "--threshold": "threshold",
         "--language-seed": "language_seed", "--kl-per-token": "kl_per_token",
-        "--samples": "samples", "--seed": "seed"})
+        "--samples": "samples", "--seed": "seed", "--plan-file": "plan_file"})
     if args.ser is None:
         raise ArgumentError("--interval needs --ser TARGET")
+    schedule = args.schedule or "linear"
     p_e = _p_e(args)
-    n = min_steps_for_ser(args.interval, args.length, args.ser, p_e=p_e, family=args.schedule)
+    n = min_steps_for_ser(args.interval, args.length, args.ser, p_e=p_e, family=schedule)
     floor = min_steps_lower_bound(args.interval, args.length, args.ser, p_e=p_e)
     data = {"steps": n, "steps_per_length": n / args.length, "interval": args.interval,
             "length": args.length, "ser_target": args.ser, "p_e": p_e,
@@ -478,32 +647,43 @@ def _steps_interval(args) -> int:
         _print_json(data)
         return 0
     print(f"smallest N with exact SER <= {args.ser:g} (Example C.7, l = {args.interval}, "
-          f"L = {args.length}, {args.schedule}): N = {n}  (N/L = {n / args.length:.4g})")
+          f"L = {args.length}, {schedule}): N = {n} steps  (N/L = {n / args.length:.4g} steps "
+          "per token)")
     print(f"Lemma C.6 / Theorem 4.4: no schedule reaches it with fewer than N = {floor} "
-          f"steps (N/L = {floor / args.length:.4g})")
+          f"steps (N/L = {floor / args.length:.4g} steps per token)")
     if "theorem_4_4_max_C" in data:
         print(f"Theorem 4.4: SER >= 1/2 whenever N <= C L with C <= "
-              f"{data['theorem_4_4_max_C']:.4g} (large L)")
+              f"{data['theorem_4_4_max_C']:.4g} steps per token (large L)")
     return 0
 
 
 def _add_steps(sub) -> None:
     p = sub.add_parser("steps", help="smallest number of steps for a target",
-                       description="Smallest N reaching an exact SER target on Example C.7, or a "
-                                   "Jensen-bound KL per token on a language (a progress bar on "
-                                   "stderr follows that search).")
+                       description="Smallest N reaching a target: the exact SER of Example C.7 "
+                                   "(--interval), or on a language (--language/--preset) the "
+                                   "95% upper end of a Monte-Carlo SER (--ser, Wilson) or of the "
+                                   "Jensen-bound KL per token (--kl-per-token), found by doubling "
+                                   "and bisection over N (a progress bar on stderr follows it).")
     p.add_argument("--interval", type=_count(1), help="Example C.7 interval length l")
-    p.add_argument("--ser", type=float, help="with --interval: target SER")
+    p.add_argument("--ser", type=float,
+                   help="target SER: exact with --interval, else the Monte-Carlo SER's 95%% "
+                        "Wilson upper end")
     _add_language_source(p, required=False)
     p.add_argument("--kl-per-token", type=float,
                    help="with --language/--preset: target Jensen bound per token (nats)")
     p.add_argument("--length", type=_count(1), required=True)
-    p.add_argument("--schedule", default="linear", help=f"family: {SCHEDULE_HELP}")
+    p.add_argument("--schedule", default=None, help=f"family: {SCHEDULE_HELP} (default linear)")
+    p.add_argument("--plan-file", metavar="FILE",
+                   help="with --language/--preset: a Schedule saved as JSON (bound --save, "
+                        "save_plan) whose alpha curve, linear between its grid points, is the "
+                        "family searched instead of --schedule")
     p.add_argument("--eps-learning", type=float, default=None, help="with --interval")
     p.add_argument("--samples", type=_count(2), default=None,
-                   help="with --language/--preset: Monte-Carlo samples (default 200)")
+                   help="with --language/--preset: Monte-Carlo samples per N (default 2000 for "
+                        "--ser, 200 for --kl-per-token)")
     p.add_argument("--seed", type=_count(0), default=None,
-                   help="with --language/--preset: seed (default 0)")
+                   help="with --language/--preset: seed (default 0); --ser samples N with the "
+                        "seed (SEED, N)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_steps)
 
@@ -526,48 +706,68 @@ def _cmd_bound(args) -> int:
     bound = ter_bound(args.n, args.eps, args.vocab, args.eps_learning)
     if args.verify:
         _check_verify_size(args, at)
+    save = None if args.save is None else output_file("--save", args.save,
+                                                      overwrite=args.overwrite)
     sched = (Schedule.paper_ngram(args.n, args.eps) if which == "A"
              else Schedule.adaptive_ngram(args.n, args.eps))
-    bits = bound.gap / math.log(2)
-    if args.json:  # Python objects and text of every run and alpha: about 700 and 80 bytes
-        check_memory(f"the --json listing of the schedule's {sched.num_runs} runs of masses and "
-                     f"{sched.num_steps + 1} alphas (raise eps or lower n, or drop --json)",
-                     700.0 * sched.num_runs + 80.0 * sched.num_steps)
+    bits = bound.log_ter_gap_bound / math.log(2)
+    for option, wanted in (("--json", args.json), ("--save", save is not None)):
+        if wanted:  # Python objects and text of every run: about 700 bytes
+            check_memory(f"the {option} listing of the schedule's {sched.num_runs} runs of "
+                         f"masses (raise eps or lower n, or drop {option})",
+                         700.0 * sched.num_runs)
+    if save is not None:
+        from .plan_files import save_plan
+
+        save_plan(sched, save, overwrite=args.overwrite)
     data = {
         "n": args.n, "eps": args.eps, "vocab": args.vocab, "schedule": args.schedule,
         "steps": sched.num_steps, "min_length": l0,
-        "ter_bound": {"nats": bound.gap, "bits": bits,
-                      "statement": "log TER(p) - log TER(q) <= eps_learning + 4 eps log|V|"},
+        "log_ter_gap_bound": {
+            "nats_per_token": bound.log_ter_gap_bound, "bits_per_token": bits,
+            "statement": "log TER(p) - log TER(q) <= eps_learning + 4 eps log|V|"},
         "eps_learning": args.eps_learning,
-        "masses": ([{"mass": m, "count": c} for m, c in sched.runs()] if args.json
-                   else sched.runs(6)),
-        "alphas": sched.alphas.tolist() if args.json else None,
+        "plan": sched.to_dict() if args.json else None,
         "expected_nfe": sched.expected_nfe(at),
     }
+    if save is not None:
+        data["saved_to"] = str(save)
     if args.verify:
         data["verify"] = _verify_bound(args, sched, at)
     if args.json:
         _print_json(data)
         return 0
     label = {"A": "Schedule A (paper_ngram)", "B": "Schedule B (adaptive_ngram)"}[which]
-    print(f"Lemma B.12 / Theorem 4.2 for n = {args.n}, eps = {args.eps:g}, |V| = {args.vocab}")
-    print(f"  schedule        {label}")
-    print(f"  steps N         {sched.num_steps}")
+    print(f"Lemma B.12 / Theorem 4.2 for n = {args.n}, eps = {args.eps:g}, |V| = {args.vocab}, "
+          f"{label}")
     more = f" ... ({sched.num_runs} runs)" if sched.num_runs > 6 else ""
-    runs = ", ".join(f"{c} x {m:.6g}" for m, c in data["masses"])
-    print(f"  masses p^(k)    {runs}{more}")
-    print(f"  min length L_0  {l0}")
-    print(f"  expected NFE    {data['expected_nfe']:.1f} at L = {at} (ddpm_cache)")
-    print(f"  TER guarantee   log TER(p) - log TER(q) <= {bound.gap:.6g} nats "
-          f"= {bits:.6g} bits per token (eps_learning = {args.eps_learning:g})")
+    runs = ", ".join(f"{c} x {m:.6g}" for m, c in sched.runs(6))
+    guarantee = f"{bound.log_ter_gap_bound:.6g}"
+    rows = [("quantity", "value", "unit"),
+            ("steps N", str(sched.num_steps), STEPS),
+            ("masses p^(k)", f"{runs}{more}", f"{PROBABILITY} per step"),
+            ("min length L_0", str(l0), TOKENS),
+            ("expected NFE", f"{data['expected_nfe']:.1f} at L = {at} (ddpm_cache)",
+             DENOISER_CALLS),
+            ("eps_learning", f"{args.eps_learning:g}", NATS_PER_TOKEN),
+            ("log TER gap bound", f"log TER(p) - log TER(q) <= {guarantee}", NATS_PER_TOKEN),
+            ("log TER gap bound", f"log TER(p) - log TER(q) <= {bits:.6g}", BITS_PER_TOKEN)]
     if args.verify:
         v = data["verify"]
-        print(f"  verify at L = {v['length']} ({v['language']}, {v['samples']} instances):")
-        print(f"    dependency excess / L     {v['excess_per_token']}   (bound 4 eps = "
-              f"{4 * args.eps:g})")
-        jensen = (f"{v['jensen_per_token']} nats" if "jensen_per_token" in v
-                  else "n/a (no Table 1 preset of this order)")
-        print(f"    Jensen KL bound / L       {jensen}   (guarantee {bound.gap:.6g})")
+        none = "n/a (no Table 1 preset of this order)"
+        rows += [
+            ("verify: length L", f"{v['length']} ({v['language']}, {v['samples']} instances)",
+             TOKENS),
+            ("verify: dependency excess", str(v["excess"]), DEPENDENCIES_PER_SEQUENCE),
+            ("verify: dependency excess / L", f"{v['excess_per_token']} (bound 4 eps = "
+             f"{4 * args.eps:g})", DEPENDENCIES_PER_TOKEN),
+            ("verify: Jensen bound on KL", str(v.get("jensen_bound", none)), NATS_PER_SEQUENCE),
+            ("verify: Jensen bound on KL / L",
+             f"{v['jensen_bound_per_token']} (guarantee {guarantee})"
+             if "jensen_bound_per_token" in v else none, NATS_PER_TOKEN)]
+    print(_table(rows))
+    if save is not None:
+        print(f"saved the schedule to {save} (use it with --plan-file)")
     return 0
 
 
@@ -598,12 +798,15 @@ def _verify_bound(args, sched: Schedule, length: int) -> dict:
     from .theory.ngram import excess_monte_carlo
 
     name, lang = _verify_language(args)
-    excess = excess_monte_carlo(sched, length, args.n, num_samples=args.samples, seed=args.seed)
-    out = {"length": length, "samples": args.samples, "excess_per_token": excess,
+    excess = excess_monte_carlo(sched, length, args.n, num_samples=args.samples, seed=args.seed,
+                                progress=True)
+    out = {"length": length, "samples": args.samples, "excess": excess.scaled(length),
+           "excess_per_token": excess,
            "language": name if lang else "none (no Table 1 preset of this order)"}
     if lang is not None:
-        jb = jensen_bound(lang, sched, length, args.samples, None, args.seed)
-        out["jensen_per_token"] = jb.scaled(1 / length)
+        jb = jensen_bound(lang, sched, length, args.samples, None, args.seed, progress=True)
+        out["jensen_bound"] = jb
+        out["jensen_bound_per_token"] = jb.scaled(1 / length)
     return out
 
 
@@ -624,6 +827,9 @@ def _add_bound(sub) -> None:
     p.add_argument("--samples", type=_count(2), default=None,
                    help="instances for --verify (default 4)")
     p.add_argument("--seed", type=_count(0), default=0)
+    p.add_argument("--save", metavar="FILE",
+                   help="write the schedule as a plan file (JSON) for --plan-file / load_plan")
+    p.add_argument("--overwrite", action="store_true", help="let --save replace an existing file")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_bound)
 
@@ -637,12 +843,7 @@ def _cmd_verify(args) -> int:
     from .verify import verify
 
     start = time.perf_counter()
-
-    def progress(name: str) -> None:
-        if not args.json:
-            print(f"checking {name} ...", file=sys.stderr, flush=True)
-
-    checks = verify(quick=args.quick, seed=args.seed, progress=progress)
+    checks = verify(quick=args.quick, seed=args.seed, progress=True)
     elapsed = time.perf_counter() - start
     bad = [c for c in checks if not c.as_expected]
     if args.json:
@@ -669,6 +870,95 @@ def _add_verify(sub) -> None:
     p.add_argument("--seed", type=_count(0), default=0)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_verify)
+
+
+# ------------------------------------------------------------------------------ sweep
+
+
+def _list(kind):
+    """An argparse ``type``: comma-separated values, each parsed by ``kind``."""
+    def parse(text: str) -> list:
+        items = [item.strip() for item in text.split(",")]
+        if not all(items):
+            raise argparse.ArgumentTypeError(f"must be comma-separated values, got {text!r}")
+        return [kind(item) for item in items]
+
+    parse.__name__ = "list"
+    return parse
+
+
+def _cmd_sweep(args) -> int:
+    """A grid of Monte-Carlo cells (``mdm_exact.sweep``): the axes from the options, the table
+    to ``--out DIR`` and a summary at the end."""
+    from .sweep import Grid, run_sweep, summary_rows
+
+    languages = (args.preset or []) + (args.language or [])
+    plans = (args.schedule or []) + (args.policy or []) + (args.plan_file or [])
+    if not plans:
+        plans = ["linear"] if args.steps else []
+    if not plans:
+        raise ArgumentError("give --steps N,... (with --schedule), --policy SPEC,... or "
+                            "--plan-file FILE,...")
+    grid = Grid(language=languages, length=args.length, plan=plans, steps=args.steps or (),
+                denoiser=args.denoiser, seed=args.seed)
+    table = run_sweep(grid, args.samples, out=args.out, backend=args.backend,
+                      workers=args.workers, scheduler=args.scheduler, timeout=args.timeout,
+                      force=args.force, kl_samples=args.kl_samples, progress=True)
+    if args.json:
+        _print_json({"computed": table.attrs["computed"], "reused": table.attrs["reused"],
+                     "out": args.out, "rows": table.astype(object).where(table.notna(), None)
+                     .to_dict(orient="records")})
+        return 0
+    print(_table(summary_rows(table)))
+    where = f"; table in {os.path.join(args.out, 'results.csv')}" if args.out else ""
+    print(f"{len(table)} cells: {table.attrs['computed']} computed, {table.attrs['reused']} "
+          f"reused{where}")
+    return 0
+
+
+def _add_sweep(sub) -> None:
+    from .sweep import CONNECT_TIMEOUT
+
+    p = sub.add_parser("sweep", help="a grid of Monte-Carlo runs as one table, resumable",
+                       description="Run the Monte-Carlo sampler on every cell of a grid "
+                                   "(languages x lengths x plans x steps x denoisers x seeds) "
+                                   "and write one row per cell (docs/sweeps.md). Lists are "
+                                   "comma-separated.")
+    p.add_argument("--preset", type=_list(str), metavar="NAME,...",
+                   help=f"Table 1 presets ({', '.join(sorted(PRESETS))}); NAME:THRESHOLD for "
+                        "another pruning threshold (NAME:0 = unpruned)")
+    p.add_argument("--language", type=_list(str), metavar="FILE,...",
+                   help="language files (.json / .npz)")
+    p.add_argument("--length", type=_list(_count(1)), required=True, metavar="L,...")
+    p.add_argument("--schedule", type=_list(str), metavar="FAMILY,...",
+                   help=f"{SCHEDULE_HELP} or fixed-count, with --steps (default linear)")
+    p.add_argument("--steps", type=_list(_count(1)), metavar="N,...",
+                   help="numbers of steps of the --schedule families")
+    p.add_argument("--policy", type=_list(str), metavar="SPEC,...",
+                   help="adaptive unmasking policies, as simulate's --policy")
+    p.add_argument("--plan-file", type=_list(str), metavar="FILE,...",
+                   help="plan or policy files (docs/cli.md, plan files)")
+    p.add_argument("--denoiser", type=_list(str), default=["oracle"], metavar="D,...",
+                   help="oracle or perturbed:EPS (a PerturbedOracle, EPS nats per position)")
+    p.add_argument("--seed", type=_list(_count(0)), default=[0], metavar="S,...")
+    p.add_argument("--samples", type=_count(2), default=1000, help="Monte-Carlo samples per cell")
+    p.add_argument("--kl-samples", type=_count(2), default=None, metavar="K",
+                   help="draws of the exact-likelihood KL where it applies (default "
+                        "min(samples, 100))")
+    p.add_argument("--out", metavar="DIR",
+                   help="directory of the cells, results.csv and the manifest; a rerun "
+                        "computes only the missing cells")
+    p.add_argument("--force", action="store_true",
+                   help="run in an --out directory that holds another sweep")
+    p.add_argument("--backend", choices=("local", "dask"), default="local")
+    p.add_argument("--workers", type=_count(1), default=None,
+                   help="processes (local pool or Dask LocalCluster; default: usable cores)")
+    p.add_argument("--scheduler", metavar="ADDR",
+                   help="with --backend dask: an existing scheduler, e.g. tcp://HOST:8786")
+    p.add_argument("--timeout", type=float, default=CONNECT_TIMEOUT, metavar="SECONDS",
+                   help=f"how long to wait for --scheduler (default {CONNECT_TIMEOUT:g})")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_sweep)
 
 
 # ------------------------------------------------------------------------------ main
@@ -779,6 +1069,7 @@ def build_parser(argv: Sequence[str] | None = None, *, full: bool = False
     _add_steps(sub)
     _add_verify(sub)
     _add_figure(sub)
+    _add_sweep(sub)
     _add_torch_verbs(sub, command, full)
     for verb in sub.choices.values():
         # SUPPRESS: a verb without the option leaves the value given before the verb alone.

@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .errors import ArgumentError
+from .errors import ArgumentError, ArgumentTypeError
 
 
 @dataclass(frozen=True)
@@ -105,20 +105,19 @@ def mean_interval(values, confidence: float = 0.95,
 
 
 def wilson_interval(successes: int, trials: int, confidence: float = 0.95) -> Estimate:
-    """Proportion ``successes / trials`` with the Wilson score interval (within [0, 1])."""
+    """Proportion ``successes / trials`` with the Wilson score interval (within [0, 1]), from
+    ``scipy.stats.binomtest(successes, trials).proportion_ci(confidence, method="wilson")``."""
     confidence = check_confidence(confidence)
+    for name, value in (("trials", trials), ("successes", successes)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            raise ArgumentTypeError(f"{name} must be an integer, got {value!r}")
     if trials < 1:
         raise ArgumentError(f"trials must be >= 1, got {trials}")
     if not 0 <= successes <= trials:
         raise ArgumentError(f"successes must lie in [0, trials={trials}], got {successes}")
     from scipy import stats
 
-    z = float(stats.norm.ppf(0.5 + confidence / 2))
-    p = successes / trials
-    denom = 1 + z * z / trials
-    center = (p + z * z / (2 * trials)) / denom
-    half = z * np.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denom
-    # At 0 and at all successes the exact endpoints are 0 and 1; rounding must not exclude them.
-    low = 0.0 if successes == 0 else max(0.0, float(center - half))
-    high = 1.0 if successes == trials else min(1.0, float(center + half))
-    return Estimate(p, low, high, "wilson", confidence, trials)
+    ci = stats.binomtest(int(successes), int(trials)).proportion_ci(confidence, method="wilson")
+    # scipy gives exactly 0 at no successes and 1 at all; rounding must not leave [0, 1] between.
+    low, high = min(max(float(ci.low), 0.0), 1.0), min(max(float(ci.high), 0.0), 1.0)
+    return Estimate(successes / trials, low, high, "wilson", confidence, int(trials))

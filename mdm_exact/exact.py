@@ -1,9 +1,10 @@
 """The exact output distribution of factorized parallel unmasking, for small lengths.
 
-``output_distribution`` returns p over V^L exactly; ``exact_metrics`` turns it into KL(q||p), log
-TER (eq. 4), generative log-perplexity, SER (eq. 5), H(q) and the exact Jensen bound
-E_tau KL(q || p_tau) of Lemma B.2 (computed through the Lemma B.3
-decomposition, docs/theory/lemma-b3.md).
+``output_distribution`` returns p over V^L exactly; ``exact_metrics`` turns it into KL(q||p), the
+TER gap log TER(p) - log TER(q) = KL / L and log TER (eq. 4), generative log-perplexity, SER
+(eq. 5), H(q) and the exact Jensen bound E_tau KL(q || p_tau) of Lemma B.2 (computed through the
+Lemma B.3 decomposition, docs/theory/lemma-b3.md); every quantity of a whole sequence also per
+token (``_per_token``).
 
 How p is computed. A denoiser sees only the partially revealed sequence (no time input), so the
 process is a Markov chain on partial states in {MASK, 0..V-1}^L, of which there are (V+1)^L:
@@ -30,12 +31,12 @@ the support; see ``_kl_terms``), so every reported value lies in its domain.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from tqdm.auto import tqdm
 
-from ._utils import MASK, check_memory, table_bytes
+from ._utils import MASK, check_memory, progress_bar, shannon_entropy, table_bytes
 from .languages import Language
 from .policies import Policy, RandomTopK, TopK, is_policy
 from .posterior import TINY, posterior
@@ -223,7 +224,7 @@ def _by_steps(plan: Plan, pairs: _Pairs, size: int, length: int, progress: bool)
     vec = np.full(size, -np.inf) if pairs.log else np.zeros(size)
     vec[0] = 0.0 if pairs.log else 1.0  # state code 0: everything masked
     steps = [k for k in range(plan.num_steps) if not _step_is_empty(plan, k)]
-    for k in tqdm(steps, disable=not progress, delay=2, desc="exact steps", leave=False):
+    for k in progress_bar(progress, steps, desc="exact steps"):
         cw, tau = None, None
         if isinstance(plan, Schedule | FixedCountPlan):
             cw = _class_weights(plan, k, length)
@@ -265,8 +266,7 @@ def _by_compositions(plan: Schedule, pairs: _Pairs, size: int, length: int, prog
     final = np.full(size, -np.inf) if pairs.log else np.zeros(size)
     start = np.full(size, -np.inf) if pairs.log else np.zeros(size)
     start[0] = 0.0 if pairs.log else 1.0
-    bar = tqdm(total=2**length - 1, disable=not progress, delay=2, desc="exact compositions",
-               leave=False)
+    bar = progress_bar(progress, total=2**length - 1, desc="exact compositions")
 
     def visit(revealed: int, vec: np.ndarray, before: np.ndarray) -> bool:
         """Adds the leaves below a node to ``final``; False if linear space would underflow.
@@ -376,7 +376,7 @@ def output_distribution(
     no more than a few; ``progress`` shows a tqdm bar over the steps or compositions.
     """
     if is_policy(schedule):
-        return _policy_output(language, schedule, length, denoiser, max_bytes)
+        return _policy_output(language, schedule, length, denoiser, max_bytes, progress)
     plan = check_plan(schedule)
     length = plan.check_length(length)
     den = resolve_denoiser(language, denoiser)
@@ -416,29 +416,47 @@ def _reveal_weights(plan: Plan, states: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class ExactMetrics:
-    """Exact quantities of factorized sampling at one length (nats).
+    """Exact quantities of factorized sampling at one length, in nats.
 
-    ``kl``: KL(q || p) per sequence; ``log_ter``: eq. 4, E_q[-log p(x)] / L = (H + KL) / L;
-    ``log_ter_q``: the optimum H / L; ``gen_log_ppl``: E_p[-log q(x)] / L (inf if p leaves
-    supp q); ``ser``: eq. 5, p(outside supp q), summed over the sequences outside the support
-    (so an exact 0 is 0.0); ``jensen_bound``: E_tau KL(q || p_tau) per sequence (Lemma B.2);
-    ``gap``: jensen_bound - kl >= 0 (0 when both are infinite); ``entropy``: H(q) per
-    sequence; ``total_mass``: sum of p (1 up to rounding, reported within [0, 1]). Every field
-    lies in its domain: probabilities in [0, 1], the others >= 0. Under an adaptive policy
-    ``jensen_bound`` and ``gap`` are None: the bound is defined for state-independent plans
-    only.
+    Every quantity of a whole sequence comes with its ``_per_token`` twin (the same / L):
+    ``kl`` / ``kl_per_token``: KL(q || p); ``jensen_bound`` / ``jensen_bound_per_token``:
+    E_tau KL(q || p_tau) (Lemma B.2); ``jensen_gap`` / ``jensen_gap_per_token``: jensen_bound -
+    kl >= 0, how loose Lemma B.2 is (0 when both are infinite); ``entropy`` /
+    ``entropy_per_token``: H(q). Per token by definition: ``log_ter``: eq. 4,
+    E_q[-log p(x)] / L = (H + KL) / L; ``log_ter_q``: its optimum H / L; ``log_ter_gap``:
+    log TER(p) - log TER(q) = KL / L, the quantity Theorem 4.2 bounds
+    (``TERBound.log_ter_gap_bound``); ``gen_log_ppl``: E_p[-log q(x)] / L (inf if p leaves
+    supp q). Probabilities: ``ser``: eq. 5, p(outside supp q), summed over the sequences outside
+    the support (so an exact 0 is 0.0); ``total_mass``: sum of p (1 up to rounding, reported
+    within [0, 1]). ``length``: L in tokens. Every field lies in its domain: probabilities in
+    [0, 1], the others >= 0. Under an adaptive policy the Jensen bound and gap (and their
+    twins) are None: the bound is defined for state-independent plans only. ``gap`` is the
+    deprecated name of ``jensen_gap``.
     """
 
     kl: float
+    kl_per_token: float
+    log_ter_gap: float
     log_ter: float
     log_ter_q: float
     gen_log_ppl: float
     ser: float
     jensen_bound: float | None
-    gap: float | None
+    jensen_bound_per_token: float | None
+    jensen_gap: float | None
+    jensen_gap_per_token: float | None
     entropy: float
+    entropy_per_token: float
     length: int
     total_mass: float
+
+    @property
+    def gap(self) -> float | None:
+        """Deprecated: ``jensen_gap`` (jensen_bound - kl), not the TER gap ``log_ter_gap``."""
+        warnings.warn("ExactMetrics.gap is deprecated: use jensen_gap (jensen_bound - kl, nats "
+                      "per sequence); the TER gap log TER(p) - log TER(q) is log_ter_gap",
+                      DeprecationWarning, stacklevel=2)
+        return self.jensen_gap
 
     def as_dict(self) -> dict:
         """The fields as a dict (the JSON of ``mdm-exact exact``)."""
@@ -462,35 +480,62 @@ def exact_metrics(
     ``_jensen_bound``). Under an adaptive policy the Jensen bound is not defined (None). Since
     KL(q || p) <= E_tau KL(q || p_tau), the reported KL is the smaller of the two computed
     values: an exact 0 of the bound (the oracle revealing one position per step) makes KL
-    exactly 0 rather than rounding noise.
+    exactly 0 rather than rounding noise. ``progress``: tqdm bars on stderr over the phases and
+    inside them (after 2 s).
     """
     if is_policy(schedule):
-        return _policy_metrics(language, schedule, length, denoiser, max_bytes)
+        return _policy_metrics(language, schedule, length, denoiser, max_bytes, progress)
     plan = check_plan(schedule)
     length = plan.check_length(length)
     den = resolve_denoiser(language, denoiser)
     v = language.vocab_size
-    tables = _tables(language, length, den, max_bytes)
-    seq = _sequence_metrics(language, _log_distribution(plan, tables, v, progress), length)
-    return _metrics(seq, length, _jensen_bound(language, plan, tables, den, seq["entropy"]))
+    # One bar over the phases: the first two are single vectorised calls that no inner bar sees.
+    with progress_bar(progress, total=4, desc="exact metrics", unit="phase",
+                      postfix="denoiser on every partial state") as bar:
+        tables = _tables(language, length, den, max_bytes)
+        _next_phase(bar, "propagation")
+        log_p = _log_distribution(plan, tables, v, progress)
+        _next_phase(bar, "sequence metrics")
+        seq = _sequence_metrics(language, log_p, length)
+        _next_phase(bar, "Jensen bound")
+        jensen = _jensen_bound(language, plan, tables, den, seq["entropy"], progress)
+        bar.update()
+    return _metrics(seq, length, jensen)
+
+
+def _next_phase(bar, name: str) -> None:
+    """Count a phase done on ``bar`` and name the next one (no refresh: the bar keeps its
+    delay)."""
+    bar.set_postfix_str(name, refresh=False)
+    bar.update()
 
 
 def _metrics(seq: dict, length: int, jensen: float | None) -> ExactMetrics:
     """``ExactMetrics`` from ``_sequence_metrics``' fields and the Jensen bound (None under a
     policy). KL(q || p) <= E_tau KL(q || p_tau), so the KL is the smaller of the two computed
-    values (an exact 0 of the bound makes KL exactly 0, not rounding noise)."""
+    values (an exact 0 of the bound makes KL exactly 0, not rounding noise). Each per-token
+    twin is its quantity / L, and log TER(p) - log TER(q) = KL / L (eq. 4)."""
     entropy = seq["entropy"]
     kl = seq["kl"] if jensen is None else min(seq["kl"], jensen)
     gap = None if jensen is None else (0.0 if math.isinf(kl) else jensen - kl)
+
+    def per_token(value: float | None) -> float | None:
+        return None if value is None else value / length
+
     return ExactMetrics(
         kl=kl,
+        kl_per_token=kl / length,
+        log_ter_gap=kl / length,
         log_ter=(entropy + kl) / length,
         log_ter_q=entropy / length,
         gen_log_ppl=seq["gen_log_ppl"],
         ser=seq["ser"],
         jensen_bound=jensen,
-        gap=gap,
+        jensen_bound_per_token=per_token(jensen),
+        jensen_gap=gap,
+        jensen_gap_per_token=per_token(gap),
         entropy=entropy,
+        entropy_per_token=entropy / length,
         length=length,
         total_mass=seq["total_mass"],
     )
@@ -546,14 +591,15 @@ def _one_at_a_time(plan: Plan, length: int) -> bool:
     return all(tau.size <= 1 for tau in plan.sets)
 
 
-def _jensen_bound(language: Language, plan: Plan, tables: _Tables, den, entropy: float
-                  ) -> float:
+def _jensen_bound(language: Language, plan: Plan, tables: _Tables, den, entropy: float,
+                  progress: bool = False) -> float:
     """E_tau KL(q || p_tau) (Lemma B.2) through the Lemma B.3 decomposition, split into two
     sums of non-negative terms: sum_s q(s) sum_j w(s, j) KL(q(. | s, j) || p_theta(. | s, j))
     (exactly 0 for the oracle) plus the plan's expected total correlation
     sum_s q(s) sum_j w(s, j) H(q(. | s, j)) - H(q) (clipped at 0, exactly 0 when no step reveals
     two positions); w(s, j) is the plan's probability of revealing j right after exactly the
-    revealed set of s. Computed in chunks of states to bound memory."""
+    revealed set of s. Computed in chunks of states to bound memory (``progress``: a bar over
+    them)."""
     states, probs = tables.states, tables.probs
     length, v = states.shape[1], language.vocab_size
     qs = np.exp(np.asarray(language.log_prob(states), dtype=np.float64))
@@ -561,7 +607,7 @@ def _jensen_bound(language: Language, plan: Plan, tables: _Tables, den, entropy:
     oracle = isinstance(den, Oracle)
     kl_part, cond_entropy = [], []
     step = max(1, _CHUNK_PAIRS // max(1, length * v))
-    for a in range(0, states.shape[0], step):
+    for a in progress_bar(progress, range(0, states.shape[0], step), desc="exact Jensen bound"):
         w = weights[a:a + step]
         rows = np.flatnonzero(np.any(w > 0, axis=1))
         if rows.size == 0:
@@ -573,13 +619,11 @@ def _jensen_bound(language: Language, plan: Plan, tables: _Tables, den, entropy:
         else:
             post = posterior(language, states[a + rows])
             o = np.where(post.valid[:, None, None], post.marginals, 0.0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            log_o = np.log(o)
-            ent = np.where(o > 0, -o * log_o, 0.0).sum(axis=2)
-            cond_entropy.append(np.where(w > 0, w * ent, 0.0).sum())
-            if not oracle:
-                kl = _kl_terms(o, p, log_o, np.log(p)).sum(axis=2)
-                kl_part.append(np.where(w > 0, w * kl, 0.0).sum())
+        cond_entropy.append(np.where(w > 0, w * shannon_entropy(o), 0.0).sum())
+        if not oracle:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                kl = _kl_terms(o, p, np.log(o), np.log(p)).sum(axis=2)
+            kl_part.append(np.where(w > 0, w * kl, 0.0).sum())
     tc = 0.0 if _one_at_a_time(plan, length) else max(0.0, math.fsum(cond_entropy) - entropy)
     return math.fsum(kl_part) + tc
 
@@ -589,12 +633,14 @@ def _bits(selected: np.ndarray) -> np.ndarray:
     return (selected.astype(np.int64) << np.arange(selected.shape[1])).sum(axis=1)
 
 
-def _policy_distribution(policy: Policy, tables: _Tables, vocab_size: int) -> np.ndarray:
+def _policy_distribution(policy: Policy, tables: _Tables, vocab_size: int,
+                         progress: bool = False) -> np.ndarray:
     """The exact output distribution under an adaptive policy: the partial-state chain in which
     step k moves s to s + y_B only for the set B = policy.select(s, k), with weight
     prod_{j in B} p_theta(y_j | s) (a state branches over token values only). RandomTopK with
     blocks instead reveals a uniform m_k-subset of the visible positions: weight
-    1 / C(visible, m_k) per subset. After ``max_steps`` every state is fully revealed."""
+    1 / C(visible, m_k) per subset. After ``max_steps`` every state is fully revealed.
+    ``progress``: a bar over the steps."""
     states, probs = tables.states, tables.probs
     length = states.shape[1]
     src, dst, weight, count, mask = _successors(states, probs, vocab_size)
@@ -606,7 +652,7 @@ def _policy_distribution(policy: Policy, tables: _Tables, vocab_size: int) -> np
         # pairs that reveal exactly the chosen set, once.
         keep = mask == _bits(policy.select(probs, states, 0))[src]
         src, dst, weight = src[keep], dst[keep], weight[keep]
-    for k in range(policy.max_steps(length)):
+    for k in progress_bar(progress, range(policy.max_steps(length)), desc="exact policy steps"):
         if policy.step_is_empty(k, length):
             continue
         if by_state:
@@ -630,8 +676,8 @@ def _policy_distribution(policy: Policy, tables: _Tables, vocab_size: int) -> np
     return out.reshape((vocab_size,) * length)
 
 
-def _policy_output(language: Language, policy: Policy, length: int, denoiser, max_bytes
-                   ) -> np.ndarray:
+def _policy_output(language: Language, policy: Policy, length: int, denoiser, max_bytes,
+                   progress: bool = False) -> np.ndarray:
     """p (V,)*L under ``policy``; RandomTopK without blocks runs as its ``FixedCountPlan`` (the
     same law)."""
     length = policy.check_length(length)
@@ -639,15 +685,15 @@ def _policy_output(language: Language, policy: Policy, length: int, denoiser, ma
     tables = _tables(language, length, den, max_bytes)
     if isinstance(policy, RandomTopK) and policy.block_length is None:
         plan = policy.fixed_count_plan(length)
-        return _distribution(plan, tables, language.vocab_size)
-    return _policy_distribution(policy, tables, language.vocab_size)
+        return _distribution(plan, tables, language.vocab_size, progress)
+    return _policy_distribution(policy, tables, language.vocab_size, progress)
 
 
-def _policy_metrics(language: Language, policy: Policy, length: int, denoiser, max_bytes
-                    ) -> ExactMetrics:
-    """``exact_metrics`` under an adaptive policy: every field but the Jensen bound and its gap,
-    which are defined for state-independent plans only (None)."""
-    dist = _policy_output(language, policy, length, denoiser, max_bytes)
+def _policy_metrics(language: Language, policy: Policy, length: int, denoiser, max_bytes,
+                    progress: bool = False) -> ExactMetrics:
+    """``exact_metrics`` under an adaptive policy: every field but the Jensen bound and the
+    Jensen gap, which are defined for state-independent plans only (None)."""
+    dist = _policy_output(language, policy, length, denoiser, max_bytes, progress)
     length = dist.ndim
     with np.errstate(divide="ignore"):
         seq = _sequence_metrics(language, np.log(dist.ravel()), length)

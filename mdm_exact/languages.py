@@ -14,6 +14,9 @@ Tables are validated, never coerced: real numbers only (bool, complex, strings r
 non-negative, rows summing to 1. Positive entries may be arbitrarily small, subnormal included:
 rows whose scaled forward-backward would leave the float range are recomputed in log space
 (``mdm_exact.posterior.TINY``), so ``log_prob`` is finite exactly where ``in_support`` is True.
+Each language hands that engine its tables as ``chain_arrays`` (``mdm_exact.posterior``'s
+``HMMArrays``, ``NGramArrays`` or ``IntervalParityArrays``): languages import the engine, never
+the other way round.
 
 Random generators follow Algorithms 1 and 2 of Appendix E.1 (reconstructed; see Ambiguity 15 in
 docs/differences.md for the temperature parameterisation) and ``preset`` gives the Table 1
@@ -28,6 +31,7 @@ import math
 import zipfile
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +44,19 @@ from ._utils import (
     check_positive_int,
     check_probabilities,
     real_array,
+    shannon_entropy,
     table_bytes,
 )
 from .errors import ArgumentError, ArgumentTypeError, MissingFileError
 from .estimate import Estimate, check_confidence, exact, mean_interval
+from .posterior import (
+    ChainArrays,
+    HMMArrays,
+    IntervalParityArrays,
+    NGramArrays,
+    in_support,
+    log_prob,
+)
 
 ENUMERATION_MAX_BYTES = 2**28
 """Size up to which ``HMM.entropy`` enumerates the joint instead of sampling."""
@@ -79,16 +92,18 @@ class Language(ABC):
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready description (schema of ``load_language``)."""
 
+    @cached_property
+    def chain_arrays(self) -> ChainArrays:
+        """The arrays the posterior engine runs on, built once: the ``HMMArrays`` of
+        ``as_hmm()`` unless the language has a leaner chain."""
+        return self.as_hmm().chain_arrays
+
     def log_prob(self, x) -> np.ndarray:
         """``(batch,)`` log q of the revealed tokens of each row of ``x`` (batch, length)."""
-        from .posterior import log_prob
-
         return log_prob(self, x)
 
     def in_support(self, x) -> np.ndarray:
         """``(batch,)`` whether the revealed tokens of each row have q-probability > 0."""
-        from .posterior import in_support
-
         return in_support(self, x)
 
     def save(self, path: str | Path) -> None:
@@ -148,15 +163,12 @@ class HMM(Language):
     kind = "hmm"
 
     def __post_init__(self):
-        emission = check_probabilities("emission", self.emission)
-        if emission.ndim != 2:
-            raise ArgumentError(f"emission must have shape (K, V), got {emission.shape}")
-        k = emission.shape[0]
-        object.__setattr__(self, "emission", emission)
-        object.__setattr__(self, "initial", check_probabilities("initial", self.initial, (k,)))
-        object.__setattr__(
-            self, "transition", check_probabilities("transition", self.transition, (k, k))
-        )
+        # HMMArrays validates the tables; the HMM keeps its read-only copies (no second copy)
+        # and hands the same object to the engine as ``chain_arrays``.
+        arrays = HMMArrays(self.initial, self.transition, self.emission)
+        for name in ("initial", "transition", "emission"):
+            object.__setattr__(self, name, getattr(arrays, name))
+        object.__setattr__(self, "chain_arrays", arrays)
         object.__setattr__(self, "metadata", _common_metadata(self.metadata))
 
     @property
@@ -202,7 +214,7 @@ class HMM(Language):
         num_samples = check_positive_int("num_samples", num_samples, 2)
         confidence = check_confidence(confidence)
         if table_bytes(self.vocab_size, length, 8.0 * self.num_states) <= ENUMERATION_MAX_BYTES:
-            return exact(_entropy_of(self.joint(length).ravel()))
+            return exact(shannon_entropy(self.joint(length), axis=None))
         check_memory(
             f"HMM.entropy(length={length}) by Monte Carlo over num_samples={num_samples} draws",
             _sample_bytes(num_samples, length, self.num_states + self.vocab_size)
@@ -271,6 +283,11 @@ class NGram(Language):
         """V^(n-1), the number of hidden states of the HMM view."""
         return self.vocab_size ** (self.order - 1)
 
+    @cached_property
+    def chain_arrays(self) -> NGramArrays:
+        """The tables for the posterior engine, which runs the n-gram's own sparse chain."""
+        return NGramArrays(self.initial, self.transition)
+
     def _flat_transition(self) -> np.ndarray:
         return self.transition.reshape(self.num_contexts, self.vocab_size)
 
@@ -330,9 +347,8 @@ class NGram(Language):
         init = self.initial
         if length < c:
             init = init.sum(axis=tuple(range(length, c)))
-        total = _entropy_of(init.ravel())
-        flat = self._flat_transition()
-        row_entropy = np.array([_entropy_of(row) for row in flat])
+        total = shannon_entropy(init, axis=None)
+        row_entropy = shannon_entropy(self._flat_transition())
         total += float(self.context_marginals(length).sum(axis=0) @ row_entropy)
         return exact(total)
 
@@ -359,11 +375,6 @@ class NGram(Language):
 
     def __repr__(self) -> str:
         return f"NGram(order={self.order}, vocab_size={self.vocab_size})"
-
-
-def _entropy_of(p: np.ndarray) -> float:
-    p = p[p > 0]
-    return max(0.0, float(-(p * np.log(p)).sum()))
 
 
 def _check_entropy_keywords(num_samples, confidence) -> None:
@@ -409,6 +420,11 @@ class IntervalParity(Language):
                 f"length must be a multiple of interval={self.interval}, got {length}"
             )
         return length
+
+    @cached_property
+    def chain_arrays(self) -> IntervalParityArrays:
+        """What the posterior engine needs for its closed form: the interval alone."""
+        return IntervalParityArrays(self.interval)
 
     def bit_index(self, a: int, b: int) -> int:
         """1-based bit index at which position ``a`` stores its pair bit with partner ``b``."""

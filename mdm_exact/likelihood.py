@@ -196,21 +196,24 @@ def log_likelihood(language: Language, plan, x, denoiser: Denoiser | None = None
 class KLEstimate:
     """Result of ``kl_estimate`` (nats).
 
-    ``kl``: KL(q || p) per sequence; ``kl_per_token``: the same / L (Theorem 4.2's quantity);
-    ``log_ter``: eq. 4, E_q[-log p(x)] / L; each an ``Estimate`` with method ``KL_METHOD``.
-    ``exact_kl``: the exact KL(q || p) per sequence from ``exact.exact_metrics`` where the exact
-    engine fits the memory budget, else None.
+    ``kl``: KL(q || p) per sequence; ``kl_per_token``: the same / L (Theorem 4.2's quantity,
+    the TER gap log TER(p) - log TER(q)); ``log_ter``: eq. 4, E_q[-log p(x)] / L, per token;
+    each an ``Estimate`` with method ``KL_METHOD``. ``exact_kl``: the exact KL(q || p) per
+    sequence from ``exact.exact_metrics`` where the exact engine fits the memory budget, else
+    None; ``exact_kl_per_token``: the same / L.
     """
 
     kl: Estimate
     kl_per_token: Estimate
     log_ter: Estimate
     exact_kl: float | None
+    exact_kl_per_token: float | None
 
     def as_dict(self) -> dict:
         """The fields as a JSON-ready dict."""
         return {"kl": self.kl.as_dict(), "kl_per_token": self.kl_per_token.as_dict(),
-                "log_ter": self.log_ter.as_dict(), "exact_kl": self.exact_kl}
+                "log_ter": self.log_ter.as_dict(), "exact_kl": self.exact_kl,
+                "exact_kl_per_token": self.exact_kl_per_token}
 
 
 def _interval(values: np.ndarray, confidence: float) -> Estimate:
@@ -244,8 +247,8 @@ def kl_estimate(
     KL = E_q[log q(x) - log p(x)] (Lemma B.2's left-hand side), log TER = E_q[-log p(x)] / L;
     ``num_samples`` draws of x from ``language`` with ``rng``, log p(x) from ``log_likelihood``
     (so the same plans are supported), t intervals at ``confidence``. The KL interval and value
-    are clipped at 0 (KL >= 0; a negative mean is sampling noise). ``exact_kl`` is filled in
-    where the exact engine fits the memory budget.
+    are clipped at 0 (KL >= 0; a negative mean is sampling noise). ``exact_kl`` (and
+    ``exact_kl_per_token``) is filled in where the exact engine fits the memory budget.
     """
     check_language(language)
     plan = _check_plan(plan)
@@ -258,12 +261,38 @@ def kl_estimate(
     log_q = np.asarray(language.log_prob(x), dtype=np.float64)
     kl = _interval(log_q - log_p, confidence)
     kl = replace(kl, value=max(kl.value, 0.0), low=max(kl.low, 0.0), high=max(kl.high, 0.0))
+    exact_kl = _exact_kl(language, plan, length, den)
     return KLEstimate(
         kl=kl,
         kl_per_token=kl.scaled(1.0 / length),
         log_ter=_interval(-log_p / length, confidence),
-        exact_kl=_exact_kl(language, plan, length, den),
+        exact_kl=exact_kl,
+        exact_kl_per_token=None if exact_kl is None else exact_kl / length,
     )
+
+
+def kl_estimate_within(
+    language: Language,
+    plan,
+    length: int,
+    num_samples: int,
+    denoiser: Denoiser | None = None,
+    rng=None,
+    confidence: float = 0.95,
+    *,
+    max_seconds: float = math.inf,
+) -> tuple[KLEstimate | None, str | None]:
+    """``(kl_estimate(...), None)`` where ``log_likelihood`` is exact for this language, plan
+    and length (``likelihood_method``) and ``likelihood_seconds`` expects at most
+    ``max_seconds``; else ``(None, the reason)`` (the Jensen bound and ``ser_kl_lower_bound``
+    still bracket the KL). Used by ``mdm-exact simulate`` and the cells of ``mdm_exact.sweep``."""
+    if likelihood_method(language, plan, length, denoiser) is None:
+        return None, ("n/a: no exact likelihood for this language and plan at this length "
+                      "(bracketed by the two bounds)")
+    seconds = likelihood_seconds(language, plan, length, num_samples, denoiser)
+    if seconds > max_seconds:
+        return None, f"not computed: about {seconds:.0f} s for {num_samples} samples"
+    return kl_estimate(language, plan, length, num_samples, denoiser, rng, confidence), None
 
 
 def ser_kl_lower_bound(ser) -> Estimate:
@@ -292,5 +321,5 @@ def ser_kl_lower_bound(ser) -> Estimate:
                    method=method)
 
 
-__all__ = ["KL_METHOD", "KLEstimate", "kl_estimate", "likelihood_method", "likelihood_seconds",
-           "log_likelihood", "ser_kl_lower_bound"]
+__all__ = ["KL_METHOD", "KLEstimate", "kl_estimate", "kl_estimate_within", "likelihood_method",
+           "likelihood_seconds", "log_likelihood", "ser_kl_lower_bound"]

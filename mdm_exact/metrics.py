@@ -2,7 +2,8 @@
 
 - ``sequence_error_rate``: SER (eq. 5), the fraction of sequences outside supp(q), Wilson interval;
 - ``generative_log_perplexity``: E_{x~p}[-log q(x)] / L (the paper's experiments; the opposite KL
-  direction to eq. 4), t interval; ``generative_perplexity`` is its exponential;
+  direction to eq. 4), t interval, +inf once a sample leaves supp(q); ``valid_only=True``: the
+  biased mean over the samples inside supp(q); ``generative_perplexity`` is its exponential;
 - ``jensen_bound``: the unbiased estimate of Lemma B.2's E_tau KL(q || p_tau), the computable
   upper bound on eq. 4's log TER(p) - log TER(q) = KL(q || p) / L at any length.
 """
@@ -14,8 +15,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from ._utils import MASK, as_rng, check_memory, check_positive_int
-from .errors import ArgumentTypeError
+from ._utils import MASK, as_rng, check_memory, check_positive_int, progress_bar
+from .errors import ArgumentError, ArgumentTypeError
 from .estimate import Estimate, check_confidence, mean_interval, wilson_interval
 from .languages import Language
 from .policies import is_policy
@@ -31,12 +32,28 @@ def sequence_error_rate(language: Language, tokens, confidence: float = 0.95) ->
     return wilson_interval(int((~ok).sum()), ok.size, confidence)
 
 
-def generative_log_perplexity(language: Language, tokens, confidence: float = 0.95) -> Estimate:
+VALID_ONLY_METHOD = "monte-carlo t, valid samples only, biased"
+"""``Estimate.method`` of ``generative_log_perplexity(..., valid_only=True)``."""
+
+
+def generative_log_perplexity(language: Language, tokens, confidence: float = 0.95, *,
+                              valid_only: bool = False) -> Estimate:
     """E_{x~p}[-log q(x)] / L in nats per token, from samples ``tokens`` (num, L) of p.
 
-    +inf (with an infinite interval) as soon as one sample lies outside supp(q)."""
+    +inf (with an infinite interval) as soon as one sample lies outside supp(q). With
+    ``valid_only``: the mean of -log q(x) / L over the samples inside supp(q) only, an estimate
+    of E_p[-log q(x) | x in supp q] / L, biased as an estimate of the generative
+    log-perplexity (it ignores the SER mass), with a t interval whose ``num_samples`` is the
+    number of valid samples (method ``VALID_ONLY_METHOD``); refused below 2 valid samples."""
     tokens = np.atleast_2d(tokens)
     values = -np.asarray(language.log_prob(tokens)) / tokens.shape[1]
+    if valid_only:
+        valid = values[np.asarray(language.in_support(tokens))]
+        if valid.size < 2:
+            raise ArgumentError(f"tokens must hold at least 2 samples inside supp q for "
+                                f"valid_only, got {valid.size} of {values.size}")
+        return replace(mean_interval(valid, confidence, domain=(0.0, math.inf)),
+                       method=VALID_ONLY_METHOD)
     if not np.all(np.isfinite(values)):
         inf = float("inf")
         return Estimate(inf, inf, inf, "monte-carlo t", check_confidence(confidence),
@@ -45,9 +62,11 @@ def generative_log_perplexity(language: Language, tokens, confidence: float = 0.
     return mean_interval(values, confidence, domain=(0.0, math.inf))
 
 
-def generative_perplexity(language: Language, tokens, confidence: float = 0.95) -> Estimate:
-    """exp of ``generative_log_perplexity`` (GenPPL of §5), interval mapped through exp."""
-    est = generative_log_perplexity(language, tokens, confidence)
+def generative_perplexity(language: Language, tokens, confidence: float = 0.95, *,
+                          valid_only: bool = False) -> Estimate:
+    """exp of ``generative_log_perplexity`` (GenPPL of §5), interval mapped through exp;
+    ``valid_only`` as there."""
+    est = generative_log_perplexity(language, tokens, confidence, valid_only=valid_only)
     with np.errstate(over="ignore"):
         return replace(est, value=float(np.exp(est.value)), low=float(np.exp(est.low)),
                        high=float(np.exp(est.high)))
@@ -61,6 +80,8 @@ def jensen_bound(
     denoiser: Denoiser | None = None,
     rng=None,
     confidence: float = 0.95,
+    *,
+    progress: bool = False,
 ) -> Estimate:
     """Unbiased Monte-Carlo estimate of E_tau KL(q || p_tau) in nats per sequence (Lemma B.2).
 
@@ -68,6 +89,7 @@ def jensen_bound(
     log q(x) - sum_k sum_{j in tau_k} log p_theta(x_j | x_{T<k}); every term is one denoiser call
     on x with the positions of steps >= k masked. Divide by L for nats per token. Defined for
     plans only: an adaptive policy is refused (its tau depends on the sampled tokens).
+    ``progress``: a tqdm bar over the steps on stderr (after 2 s).
     """
     if is_policy(schedule):
         raise ArgumentTypeError(
@@ -90,7 +112,7 @@ def jensen_bound(
     score = np.asarray(language.log_prob(x), dtype=np.float64).copy()
     magnitude = np.abs(score)
     rows_idx = np.arange(num)[:, None]
-    for k in np.unique(steps):
+    for k in progress_bar(progress, np.unique(steps), desc="Jensen bound steps"):
         partial = np.where(steps < k, x, MASK)
         probs = call_denoiser(den, partial, language.vocab_size)
         chosen = probs[rows_idx, np.arange(length)[None, :], x]

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ._io import output_file, write_atomic
-from ._utils import check_memory
+from ._utils import check_memory, progress_bar
 from .errors import ArgumentError, ArgumentTypeError
 from .languages import NGram, preset
 from .schedules import Schedule
@@ -133,10 +133,9 @@ def figure_1_data(
 
     Defaults: L = 512, N = 8, 16, ..., L, 64 samples; ``quick``: L = 32, 32 samples. Refused
     before any work when the samples of one point, with the (samples, L, V) probabilities the
-    sampler forms, would exceed the memory budget. ``progress``: a tqdm bar on stderr.
+    sampler forms, would exceed the memory budget. ``progress``: a tqdm bar over the points on
+    stderr.
     """
-    from tqdm.auto import tqdm
-
     from .metrics import generative_perplexity, sequence_error_rate
     from .sampling import sample
 
@@ -155,8 +154,7 @@ def figure_1_data(
     shape = (len(names), len(ns))
     gp, gp_lo, gp_hi, ser, ser_lo, ser_hi = (np.empty(shape) for _ in range(6))
     ar, ar_lo, ar_hi = (np.empty(len(names)) for _ in range(3))
-    bar = tqdm(total=len(names) * (len(ns) + 1), disable=not progress, delay=2, desc="figure 1",
-               leave=False)
+    bar = progress_bar(progress, total=len(names) * (len(ns) + 1), desc="figure 1")
     for i, name in enumerate(names):
         pruned = preset(name)
         full = preset(name, threshold=0)
@@ -169,29 +167,91 @@ def figure_1_data(
             est = sequence_error_rate(pruned, res.tokens, CONFIDENCE)
             ser[i, j], ser_lo[i, j], ser_hi[i, j] = est.value, est.low, est.high
             bar.update(1)
-        if isinstance(full, NGram):
-            h = full.entropy(length).value / length
-            ar[i] = ar_lo[i] = ar_hi[i] = math.exp(h)
-        else:
-            # Sampling q is exactly what the AR oracle does; HMM entropy has no closed form.
-            draws = full.sample(4 * num, length, np.random.default_rng([seed, i, 0, 2]))
-            est = generative_perplexity(full, draws, CONFIDENCE)
-            ar[i], ar_lo[i], ar_hi[i] = est.value, est.low, est.high
+        ar[i], ar_lo[i], ar_hi[i] = _ar_gen_ppl(full, length, num,
+                                                np.random.default_rng([seed, i, 0, 2]))
         bar.update(1)
     bar.close()
     return Fig1Data(names, ns, length, num, schedule, seed, gp, gp_lo, gp_hi, ser, ser_lo,
                     ser_hi, ar, ar_lo, ar_hi)
 
 
-def figure_1(*, quick: bool = False, data: Fig1Data | None = None, **kwargs):
+def _ar_gen_ppl(full, length: int, num: int, rng) -> tuple[float, float, float]:
+    """(value, low, high) of the AR oracle's GenPPL exp(H(q) / L): exact for an n-gram, else
+    Monte Carlo over 4 ``num`` draws of q (sampling q is exactly what the AR oracle does; HMM
+    entropy has no closed form)."""
+    from .metrics import generative_perplexity
+
+    if isinstance(full, NGram):
+        value = math.exp(full.entropy(length).value / length)
+        return value, value, value
+    est = generative_perplexity(full, full.sample(4 * num, length, rng), CONFIDENCE)
+    return est.value, est.low, est.high
+
+
+def _single(table, column: str):
+    values = table[column].dropna().unique()
+    if len(values) != 1:
+        raise ArgumentError(f"table column {column!r} must hold one value for figure 1, got "
+                            f"{sorted(map(str, values))} (select rows first, e.g. "
+                            f"table[table.{column} == ...])")
+    return values[0]
+
+
+def figure_1_data_from_table(table) -> Fig1Data:
+    """``Fig1Data`` from a sweep table (``mdm_exact.sweep.run_sweep``, ``load_results``): one
+    line per language (preset or file; ``NAME:0`` rows, the unpruned variant, give its GenPPL
+    = exp(gen_log_ppl) where present, the other rows its SER), one point per ``steps``. The
+    table must hold one length, plan family, denoiser, seed and sample count, and every
+    language every steps value; the AR point is computed as in ``figure_1_data``."""
+    from .sweep import split_language, sweep_language
+
+    needed = {"language", "length", "plan", "steps", "denoiser", "seed", "samples", "ser",
+              "ser_low", "ser_high", "gen_log_ppl", "gen_log_ppl_low", "gen_log_ppl_high"}
+    missing = sorted(needed - set(table.columns))
+    if missing:
+        raise ArgumentError(f"table lacks the columns {missing} of a sweep table")
+    length, plan, seed, num = (int(_single(table, "length")), str(_single(table, "plan")),
+                               int(_single(table, "seed")), int(_single(table, "samples")))
+    _single(table, "denoiser")
+    steps = tuple(sorted(int(n) for n in table["steps"].dropna().unique()))
+    if not steps:
+        raise ArgumentError("table has no steps values (figure 1 needs a schedule family)")
+    labels = list(dict.fromkeys(table["language"]))
+    names = list(dict.fromkeys(split_language(label)[0] for label in labels))
+    shape = (len(names), len(steps))
+    out = {key: np.empty(shape) for key in ("gp", "gp_lo", "gp_hi", "ser", "ser_lo", "ser_hi")}
+    ar = np.empty((3, len(names)))
+    for i, name in enumerate(names):
+        unpruned = f"{name}:0" if f"{name}:0" in labels else None
+        pruned = next((lb for lb in labels if split_language(lb) == (name, None)), unpruned)
+        for label, keys, column, transform in (
+                (pruned, ("ser", "ser_lo", "ser_hi"), "ser", float),
+                (unpruned or pruned, ("gp", "gp_lo", "gp_hi"), "gen_log_ppl", math.exp)):
+            rows = table[table["language"] == label].set_index("steps")
+            absent = [n for n in steps if n not in rows.index]
+            if absent:
+                raise ArgumentError(f"table has no row for language {label!r} at steps {absent}")
+            for j, n in enumerate(steps):
+                row = rows.loc[n]
+                for key, suffix in zip(keys, ("", "_low", "_high"), strict=True):
+                    out[key][i, j] = transform(float(row[column + suffix]))
+        full = sweep_language(unpruned or pruned)
+        ar[:, i] = _ar_gen_ppl(full, length, num, np.random.default_rng([seed, i, 0, 2]))
+    return Fig1Data(tuple(names), steps, length, num, plan, seed, out["gp"], out["gp_lo"],
+                    out["gp_hi"], out["ser"], out["ser_lo"], out["ser_hi"], *ar)
+
+
+def figure_1(*, quick: bool = False, data=None, **kwargs):
     """Fig. 1 with the exact oracle: generative perplexity (left) and SER (right) against the
     number of sampling steps N (log axis), one line per Table 1 language with its 95% band, and
     the autoregressive value (N = L, left to right) as the last point.
 
     ``kwargs`` go to ``figure_1_data`` (``length``, ``steps``, ``num_samples``, ``languages``,
-    ``schedule``, ``seed``); pass ``data`` to draw precomputed numbers. Returns a Figure with
-    2 axes.
+    ``schedule``, ``seed``); pass ``data`` to draw precomputed numbers: a ``Fig1Data`` or a
+    sweep table (``figure_1_data_from_table``). Returns a Figure with 2 axes.
     """
+    if data is not None and not isinstance(data, Fig1Data):
+        data = figure_1_data_from_table(data)
     d = _data(figure_1_data, quick, data, kwargs)
     fig, (ax_ppl, ax_ser) = _figure(2, width=5.6, height=4.6)
     x = np.asarray(d.steps, dtype=float)
@@ -271,6 +331,7 @@ def figure_theorem_4_4_data(
     lengths: Sequence[int] | None = None,
     target: float = 0.1,
     min_lengths: Sequence[int] | None = None,
+    progress: bool = False,
 ) -> Theorem44Data:
     """Theorem 4.4 / Example C.7: exact oracle SER (``theory.interval.oracle_ser``, linear
     schedule, p_e = 1/2) against N / L for several L, beside the Lemma C.6 (``ser_lower_bound``)
@@ -278,7 +339,8 @@ def figure_theorem_4_4_data(
     ``target`` (``min_steps_for_ser``) against L. All exact; no sampling.
 
     Defaults: L = 50, 500, 5000, 50000 and 9 lengths from 50 to 10^5 for the minimum N;
-    ``quick``: 3 lengths and 5 lengths up to 5000.
+    ``quick``: 3 lengths and 5 lengths up to 5000. ``progress``: a tqdm bar over the points on
+    stderr.
     """
     from .theory.interval import (
         min_steps_for_ser,
@@ -300,16 +362,22 @@ def figure_theorem_4_4_data(
     ratios = np.geomspace(0.05, 20.0, 25 if quick else 49)
     ser = np.empty((len(lengths), ratios.size))
     c6 = np.empty_like(ser)
+    bar = progress_bar(progress, total=ser.size + len(min_lengths), desc="theorem 4.4")
     for i, length in enumerate(lengths):
         for j, ratio in enumerate(ratios):
             n = max(1, round(ratio * length))
             # Equal masses 1/N form one run: O(l^2 log N) however large N is.
             ser[i, j] = oracle_ser(np.full(n, 1.0 / n), ell, length)
             c6[i, j] = ser_lower_bound(n, ell, length, 0.5)
+            bar.update()
     big = lengths[-1]
     c9 = np.array([theorem_c9_bound(r, big, 63 / 128, ell) for r in ratios])
     limit = -np.expm1(-(ell - 1) / (4.0 * ratios))
-    mins = np.array([min_steps_for_ser(ell, n, target) for n in min_lengths], dtype=float)
+    mins = np.empty(len(min_lengths))
+    for i, length in enumerate(min_lengths):
+        mins[i] = min_steps_for_ser(ell, length, target)
+        bar.update()
+    bar.close()
     mins_c6 = np.array([min_steps_lower_bound(ell, n, target, p_e=0.5) for n in min_lengths],
                        dtype=float)
     return Theorem44Data(ell, lengths, ratios, ser, c6, c9, limit, float(target), min_lengths,
@@ -463,10 +531,8 @@ def figure_theorem_4_2_data(
     excess, 16 for the information profile (whose cost grows like L^2), true KL at L = 8, ...,
     256 with 32 samples (its cost grows like N L^4: about a minute at L = 256 on two cores);
     ``quick``: exact L = 2, 3, L = 8, 16, 32, 64, 64 and 8 samples, true KL at L = 8, 16 with 8
-    samples. ``progress``: a tqdm bar over L on stderr.
+    samples. ``progress``: one tqdm bar over every point (each L of each part) on stderr.
     """
-    from tqdm.auto import tqdm
-
     from .exact import exact_metrics
     from .likelihood import kl_estimate, ser_kl_lower_bound
     from .metrics import jensen_bound, sequence_error_rate
@@ -485,17 +551,24 @@ def figure_theorem_4_2_data(
     num = (64 if quick else 256) if num_samples is None else int(num_samples)
     num_info = (8 if quick else 16) if information_samples is None else int(information_samples)
     exact_lengths, lengths = tuple(int(x) for x in exact_lengths), tuple(int(x) for x in lengths)
-    ex_kl, ex_j = np.empty(len(exact_lengths)), np.empty(len(exact_lengths))
-    for i, length in enumerate(exact_lengths):
-        m = exact_metrics(language, sched_a, length)
-        ex_kl[i], ex_j[i] = m.kl / length, m.jensen_bound / length
+    if kl_lengths is None:
+        kl_lengths = (8, 16) if quick else tuple(2**k for k in range(3, 9))
+    kl_lengths = tuple(int(x) for x in kl_lengths)
     if lengths and num >= 1:
         check_memory(f"figure theorem-4.2 (length={max(lengths)}, num_samples={num})",
                      4.0 * max(num, num_info) * max(lengths) * (8.0 * v + 32.0),
                      argument="lengths or num_samples")
+    bar = progress_bar(progress, total=len(exact_lengths) + len(lengths) + len(kl_lengths),
+                       desc="theorem 4.2")
+    ex_kl, ex_j = np.empty(len(exact_lengths)), np.empty(len(exact_lengths))
+    for i, length in enumerate(exact_lengths):
+        bar.set_postfix_str(f"exact L={length}", refresh=False)
+        m = exact_metrics(language, sched_a, length)
+        ex_kl[i], ex_j[i] = m.kl / length, m.jensen_bound / length
+        bar.update()
     rows = []
-    for i, length in enumerate(tqdm(lengths, disable=not progress, delay=2, desc="theorem 4.2",
-                                    leave=False)):
+    for i, length in enumerate(lengths):
+        bar.set_postfix_str(f"bounds L={length}", refresh=False)
         rng = np.random.default_rng([seed, i])
         jb = jensen_bound(language, sched_a, length, num, rng=rng)
         ex = excess_monte_carlo(sched_a, length, n, num_samples=max(num, 2), seed=rng)
@@ -505,21 +578,21 @@ def figure_theorem_4_2_data(
         rows.append((jb.value / length, jb.low / length, jb.high / length,
                      ex.value * math.log(v), ex.low * math.log(v), ex.high * math.log(v),
                      excess_bound_per_token(sched_a, length, n) * math.log(v), li_cai))
+        bar.update()
     cols = np.array(rows).T if rows else np.empty((8, 0))
-    if kl_lengths is None:
-        kl_lengths = (8, 16) if quick else tuple(2**k for k in range(3, 9))
-    kl_lengths = tuple(int(x) for x in kl_lengths)
     kl_num = (8 if quick else 32) if kl_samples is None else int(kl_samples)
     true_rows = []
-    for i, length in enumerate(tqdm(kl_lengths, disable=not progress, delay=2, desc="true KL",
-                                    leave=False)):
+    for i, length in enumerate(kl_lengths):
+        bar.set_postfix_str(f"true KL L={length}", refresh=False)
         rng = np.random.default_rng([seed, len(lengths) + i])
         kl = kl_estimate(language, sched_a, length, kl_num, rng=rng).kl_per_token
         ser = sequence_error_rate(language, sample(language, sched_a, length, num, rng=rng).tokens)
         low = ser_kl_lower_bound(ser).scaled(1.0 / length)
         true_rows.append((kl.value, kl.low, kl.high, low.value, low.low, low.high))
+        bar.update()
+    bar.close()
     true_cols = np.array(true_rows).T if true_rows else np.empty((6, 0))
-    theorem = ter_bound(n, eps, v, 0.0).gap
+    theorem = ter_bound(n, eps, v, 0.0).log_ter_gap_bound
     return Theorem42Data(
         n, float(eps), name, v, {"A": sched_a, "B": sched_b}, exact_lengths, ex_kl, ex_j,
         lengths, *cols, theorem, min_length(n, eps), num, num_info, seed, kl_lengths,
@@ -700,8 +773,6 @@ def figure_policies_data(
     oracle); ``quick``: L = 20, 8 samples (seconds). ``progress``: a tqdm bar over the points on
     stderr.
     """
-    from tqdm.auto import tqdm
-
     length = (20 if quick else 512) if length is None else int(length)
     num = (8 if quick else 20) if num_samples is None else int(num_samples)
     if length < 5 or num < 2:
@@ -712,8 +783,8 @@ def figure_policies_data(
     shape = (len(POLICY_LANGUAGES), len(POLICY_CURVES), points)
     table = np.full((7, *shape), np.nan)
     lengths = []
-    bar = tqdm(total=len(POLICY_LANGUAGES) * sum(len(v) for _, _, v in POLICY_CURVES),
-               disable=not progress, delay=2, desc="figure policies", leave=False)
+    bar = progress_bar(progress, desc="figure policies",
+                       total=len(POLICY_LANGUAGES) * sum(len(v) for _, _, v in POLICY_CURVES))
     for i, lang_name in enumerate(POLICY_LANGUAGES):
         language, n_tokens = _policy_language(lang_name, length)
         lengths.append(n_tokens)
@@ -829,6 +900,9 @@ def add_figure_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
                         help="sequence length (fig1, policies; default 512, 32 / 20 with --quick)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the Monte Carlo (default 0)")
     parser.add_argument("--dpi", type=int, default=150, help="resolution of raster output")
+    parser.add_argument("--from", dest="from_dir", metavar="DIR",
+                        help="fig1: plot the table of a sweep directory (mdm-exact sweep --out "
+                             "DIR) instead of computing")
     parser.set_defaults(func=run_figure)
     return parser
 
@@ -852,6 +926,8 @@ def run_figure(args: argparse.Namespace) -> int:
 
     Raises a one-line ``MdmExactError`` before any work for an option the figure does not take,
     a non-positive value or an ``--out`` that cannot be written."""
+    if getattr(args, "from_dir", None) is not None:
+        return _figure_from_sweep(args)
     draw = FIGURES[args.name]
     data_fn = {"fig1": figure_1_data, "theorem-4.4": figure_theorem_4_4_data,
                "theorem-4.2": figure_theorem_4_2_data, "policies": figure_policies_data}[args.name]
@@ -871,9 +947,26 @@ def run_figure(args: argparse.Namespace) -> int:
     if args.dpi < 1:
         raise ArgumentError(f"--dpi must be positive, got {args.dpi}")
     out = _figure_out(args)
-    if "progress" in accepted:
-        kwargs["progress"] = True
-    fig = draw(quick=args.quick, **kwargs)
+    fig = draw(quick=args.quick, progress=True, **kwargs)
+    write_atomic(out, lambda path: fig.savefig(path, dpi=args.dpi))
+    print(f"wrote {out}")
+    return 0
+
+
+def _figure_from_sweep(args: argparse.Namespace) -> int:
+    """``figure fig1 --from DIR``: the figure of a sweep's ``results.csv``."""
+    from .sweep import load_results
+
+    if args.name != "fig1":
+        raise ArgumentError(f"--from applies to figure 'fig1' only, got {args.name!r}")
+    given = [f"--{o}" for o in ("samples", "length", "quick") if getattr(args, o, None)]
+    if given or args.seed != 0:
+        raise ArgumentError(f"{' and '.join(given or ['--seed'])} do not apply with --from "
+                            "(the sweep fixed them)")
+    if args.dpi < 1:
+        raise ArgumentError(f"--dpi must be positive, got {args.dpi}")
+    out = _figure_out(args)
+    fig = figure_1(data=load_results(args.from_dir))
     write_atomic(out, lambda path: fig.savefig(path, dpi=args.dpi))
     print(f"wrote {out}")
     return 0
@@ -892,6 +985,7 @@ __all__ = [
     "add_figure_arguments",
     "figure_1",
     "figure_1_data",
+    "figure_1_data_from_table",
     "figure_policies",
     "figure_policies_data",
     "figure_theorem_4_2",

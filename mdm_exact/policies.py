@@ -39,9 +39,10 @@ marginals, so every score ties there and the rules rank by position: TopK reveal
 m_k positions, Threshold the leftmost one (all of them when tau <= 1/V).
 
 Every policy has ``deterministic`` (the chosen positions are a function of the state; False only
-for RandomTopK), ``check_length``, ``max_steps``, ``select`` and ``to_dict``. A policy never
-imports the sampler: ``mdm_exact.sampling.sample`` and ``mdm_exact.exact.output_distribution`` /
-``exact_metrics`` accept a policy wherever they accept a plan.
+for RandomTopK), ``check_length``, ``max_steps``, ``select`` and ``to_dict`` / ``from_dict`` (the
+plan-file format of docs/cli.md). A policy never imports the sampler:
+``mdm_exact.sampling.sample`` and ``mdm_exact.exact.output_distribution`` / ``exact_metrics``
+accept a policy wherever they accept a plan.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ import numpy as np
 
 from ._utils import MASK, as_rng, check_positive_int, real_number
 from .errors import ArgumentError, ArgumentTypeError
-from .schedules import FixedCountPlan
+from .schedules import PLAN_FORMAT, FixedCountPlan, plan_fields
 
 SCORES = ("confidence", "margin", "entropy")
 """The score names of ``TopK``."""
@@ -229,6 +230,12 @@ class Policy(ABC):
     deterministic: ClassVar[bool] = True
     """Whether the chosen positions are a function of the state (False only for RandomTopK)."""
 
+    rule: ClassVar[str]
+    """The ``"rule"`` key of ``to_dict``."""
+
+    parameters: ClassVar[tuple[str, ...]]
+    """The rule's fields saved by ``to_dict`` besides ``block_length``."""
+
     block_length: int | None
 
     # ------------------------------------------------------------------ lengths and steps
@@ -298,8 +305,29 @@ class Policy(ABC):
         """``spec``, with ``/block=B`` when blocks are used (for tables and figures)."""
         return self.spec if self.block_length is None else f"{self.spec}/block={self.block_length}"
 
-    @abstractmethod
-    def to_dict(self) -> dict: ...
+    def to_dict(self) -> dict:
+        """JSON-ready description (docs/cli.md, "Plan files"): format, kind ``"policy"``, the
+        rule, its parameters and ``block_length``."""
+        return {"format": PLAN_FORMAT, "kind": "policy", "rule": self.rule,
+                **{key: getattr(self, key) for key in self.parameters},
+                "block_length": self.block_length}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Policy:
+        """Inverse of ``to_dict``: the policy named by ``data["rule"]`` (on a subclass, only its
+        own rule is accepted); ``block_length`` may be left out. Malformed input is refused
+        naming the key."""
+        keys = tuple(data) if isinstance(data, dict) else ()
+        rule = plan_fields(data, "policy", ("rule",), keys)["rule"]
+        allowed = {name: c for name, c in RULES.items() if issubclass(c, cls)}
+        if not isinstance(rule, str) or rule not in allowed:
+            wanted = (repr(next(iter(allowed))) if len(allowed) == 1
+                      else f"one of {', '.join(allowed)}")
+            raise ArgumentError(f"plan key 'rule' must be {wanted}, got {rule!r}")
+        target = allowed[rule]
+        plan_fields(data, "policy", ("rule", *target.parameters), ("block_length",))
+        return target(**{key: data[key] for key in target.parameters},
+                      block_length=data.get("block_length"))
 
 
 class _CountedPolicy(Policy):
@@ -353,6 +381,9 @@ class TopK(_CountedPolicy):
     the leftmost m_k positions are revealed.
     """
 
+    rule: ClassVar[str] = "topk"
+    parameters: ClassVar[tuple[str, ...]] = ("score", "num_steps")
+
     score: str = "confidence"
     num_steps: int | None = None
     block_length: int | None = None
@@ -372,11 +403,6 @@ class TopK(_CountedPolicy):
     def spec(self) -> str:
         return f"topk-{self.score}:{self.num_steps}"
 
-    def to_dict(self) -> dict:
-        """JSON-ready description."""
-        return {"kind": "policy", "rule": "topk", "score": self.score,
-                "num_steps": self.num_steps, "block_length": self.block_length}
-
 
 @dataclass(frozen=True)
 class RandomTopK(_CountedPolicy):
@@ -386,6 +412,9 @@ class RandomTopK(_CountedPolicy):
     (``fixed_count_plan``); with blocks the positions are uniform within the leftmost block that
     still has a masked one. Not deterministic: ``select`` draws from ``rng``.
     """
+
+    rule: ClassVar[str] = "random_topk"
+    parameters: ClassVar[tuple[str, ...]] = ("num_steps",)
 
     num_steps: int
     block_length: int | None = None
@@ -419,11 +448,6 @@ class RandomTopK(_CountedPolicy):
     def spec(self) -> str:
         return f"random-topk:{self.num_steps}"
 
-    def to_dict(self) -> dict:
-        """JSON-ready description."""
-        return {"kind": "policy", "rule": "random_topk", "num_steps": self.num_steps,
-                "block_length": self.block_length}
-
 
 @dataclass(frozen=True)
 class Threshold(Policy):
@@ -432,6 +456,9 @@ class Threshold(Policy):
     revealed. ``tau`` in (0, 1]. Off the support the Oracle's uniform marginals (confidence 1/V)
     tie, so only the leftmost position is revealed unless tau <= 1/V.
     """
+
+    rule: ClassVar[str] = "threshold"
+    parameters: ClassVar[tuple[str, ...]] = ("tau",)
 
     tau: float
     block_length: int | None = None
@@ -450,11 +477,6 @@ class Threshold(Policy):
     def spec(self) -> str:
         return f"threshold:{self.tau:g}"
 
-    def to_dict(self) -> dict:
-        """JSON-ready description."""
-        return {"kind": "policy", "rule": "threshold", "tau": self.tau,
-                "block_length": self.block_length}
-
 
 @dataclass(frozen=True)
 class EntropyBounded(Policy):
@@ -463,6 +485,9 @@ class EntropyBounded(Policy):
     position. ``gamma`` >= 0. Off the support the Oracle's uniform marginals (H = log V) tie and
     the leftmost positions come first.
     """
+
+    rule: ClassVar[str] = "entropy_bounded"
+    parameters: ClassVar[tuple[str, ...]] = ("gamma",)
 
     gamma: float
     block_length: int | None = None
@@ -481,11 +506,6 @@ class EntropyBounded(Policy):
     def spec(self) -> str:
         return f"eb:{self.gamma:g}"
 
-    def to_dict(self) -> dict:
-        """JSON-ready description."""
-        return {"kind": "policy", "rule": "entropy_bounded", "gamma": self.gamma,
-                "block_length": self.block_length}
-
 
 @dataclass(frozen=True)
 class Factor(Policy):
@@ -494,6 +514,9 @@ class Factor(Policy):
     ``f`` > 0. Off the support the Oracle's uniform marginals tie and the leftmost positions come
     first.
     """
+
+    rule: ClassVar[str] = "factor"
+    parameters: ClassVar[tuple[str, ...]] = ("f",)
 
     f: float
     block_length: int | None = None
@@ -512,10 +535,10 @@ class Factor(Policy):
     def spec(self) -> str:
         return f"factor:{self.f:g}"
 
-    def to_dict(self) -> dict:
-        """JSON-ready description."""
-        return {"kind": "policy", "rule": "factor", "f": self.f,
-                "block_length": self.block_length}
+
+RULES: dict[str, type[Policy]] = {c.rule: c for c in (TopK, RandomTopK, Threshold,
+                                                      EntropyBounded, Factor)}
+"""The policy classes by the ``"rule"`` key of their ``to_dict``."""
 
 
 def is_policy(obj) -> bool:
@@ -561,5 +584,5 @@ def parse_policy(spec: str, block_length: int | None = None) -> Policy:
     return cls(value, block_length)
 
 
-__all__ = ["SCORES", "SPECS", "EntropyBounded", "Factor", "Policy", "RandomTopK", "Threshold",
-           "TopK", "check_policy", "is_policy", "parse_policy"]
+__all__ = ["RULES", "SCORES", "SPECS", "EntropyBounded", "Factor", "Policy", "RandomTopK",
+           "Threshold", "TopK", "check_policy", "is_policy", "parse_policy"]

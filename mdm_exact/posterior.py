@@ -3,8 +3,13 @@
 An ideal MDM denoiser outputs exactly these marginals (eq. 2 of the paper:
 q_{0|t}; docs/concepts.md).
 
-Every language is run as a chain over hidden states (``_Chain``): an HMM as it is, an n-gram as
-the HMM whose state at position j is (x_j, ..., x_{j+n-2}) emitting its first token. That chain is
+The engine works on the arrays a language hands it, never on the language classes: every public
+function takes a language (anything with a ``chain_arrays`` attribute, see ``ChainSource``) or
+those arrays themselves (``HMMArrays``, ``NGramArrays``, ``IntervalParityArrays``). This module
+never imports ``mdm_exact.languages``; the languages import it.
+
+Every chain is run over hidden states (``_Chain``): an HMM as it is, an n-gram as the HMM whose
+state at position j is (x_j, ..., x_{j+n-2}) emitting its first token. That chain is
 sparse (V successors per state), so an n-gram costs at most O(L V^n) per row, not the
 O(L V^(2n-2)) of the dense HMM view; its own kernel (``_ngram_marginals_kernel``) moreover keeps
 only the states consistent with the revealed tokens, so a step costs V^(masked tokens among
@@ -16,7 +21,7 @@ logs of the scale factors add up to the log-evidence, so L = 100000 neither unde
 overflows. Support tests run a separate Boolean-semiring forward pass, so that whether a sequence
 is possible never depends on float underflow.
 
-Example C.7 (``IntervalParity``) has a closed form per interval and skips the chain entirely.
+Example C.7 (``IntervalParityArrays``) has a closed form per interval and skips the chain entirely.
 """
 
 from __future__ import annotations
@@ -24,13 +29,20 @@ from __future__ import annotations
 import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Protocol, TypeAlias
 
 import numba
 import numpy as np
 
-from ._utils import MASK, check_memory, check_tokens
-from .errors import ArgumentError
-from .languages import IntervalParity, Language, NGram, check_language
+from ._utils import (
+    MASK,
+    check_memory,
+    check_positive_int,
+    check_probabilities,
+    check_tokens,
+    real_array,
+)
+from .errors import ArgumentError, ArgumentTypeError
 
 SERIAL_WORK = 1_000_000
 """Below this many (position x state) updates a call runs on one thread: waking numba's worker
@@ -38,6 +50,119 @@ threads costs more than such a call, and far more on a busy machine."""
 
 DENSE_FRACTION = 0.25
 """HMMs whose transition matrix has more than this fraction of non-zeros use the dense kernel."""
+
+
+@dataclass(frozen=True, eq=False)
+class HMMArrays:
+    """A hidden Markov model as the engine reads it (Section 4.1).
+
+    ``initial``: (K,) law of the first hidden state; ``transition``: (K, K), row s is
+    P(s_{j+1} | s_j = s); ``emission``: (K, V), row s is P(x_j | s_j = s). Validated on
+    construction (real, finite, non-negative, rows summing to 1) and kept as read-only float64
+    copies.
+    """
+
+    initial: np.ndarray
+    transition: np.ndarray
+    emission: np.ndarray
+
+    def __post_init__(self):
+        emission = check_probabilities("emission", self.emission)
+        if emission.ndim != 2:
+            raise ArgumentError(f"emission must have shape (K, V), got {emission.shape}")
+        k = emission.shape[0]
+        object.__setattr__(self, "emission", emission)
+        object.__setattr__(self, "initial", check_probabilities("initial", self.initial, (k,)))
+        object.__setattr__(
+            self, "transition", check_probabilities("transition", self.transition, (k, k))
+        )
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of tokens V."""
+        return self.emission.shape[1]
+
+
+@dataclass(frozen=True, eq=False)
+class NGramArrays:
+    """An n-gram q(x) = q(x_{1:n-1}) prod_{j>=n} q(x_j | x_{j-n+1:j-1}) as the engine reads it.
+
+    ``initial``: (V,)*(n-1), the joint of the first n-1 tokens; ``transition``: (V,)*n, the last
+    axis is the next token given the n-1 before it (n >= 2). Validated on construction like
+    ``HMMArrays`` and kept as read-only float64 copies.
+    """
+
+    initial: np.ndarray
+    transition: np.ndarray
+
+    def __post_init__(self):
+        transition = check_probabilities("transition", self.transition)
+        if transition.ndim < 2 or len(set(transition.shape)) != 1:
+            raise ArgumentError(
+                f"transition must have shape (V,)*n with n >= 2, got {transition.shape}")
+        v, n = transition.shape[0], transition.ndim
+        initial = real_array("initial", self.initial)
+        if initial.shape != (v,) * (n - 1):
+            raise ArgumentError(f"initial must have shape (V,)*(n-1) = {(v,) * (n - 1)}, "
+                                f"got {initial.shape}")
+        flat = check_probabilities("initial", initial.ravel())
+        object.__setattr__(self, "transition", transition)
+        object.__setattr__(self, "initial", flat.reshape(initial.shape))
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of tokens V."""
+        return self.transition.shape[0]
+
+    @property
+    def order(self) -> int:
+        """n, the number of tokens of a transition (context and next token)."""
+        return self.transition.ndim
+
+
+@dataclass(frozen=True)
+class IntervalParityArrays:
+    """Example C.7 as the engine reads it: intervals of ``interval`` = l tokens in
+    {0 .. 2^(l-1) - 1}, every pair of in-interval positions sharing one fair bit. No table: the
+    engine's closed form needs only l (2 <= l <= 16)."""
+
+    interval: int
+
+    def __post_init__(self):
+        interval = check_positive_int("interval", self.interval, 2)
+        if interval > 16:
+            raise ArgumentError(f"interval must be <= 16 (tokens are 2^(l-1)), got {interval}")
+        object.__setattr__(self, "interval", interval)
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of tokens V = 2^(l-1)."""
+        return 2 ** (self.interval - 1)
+
+
+ChainArrays: TypeAlias = HMMArrays | NGramArrays | IntervalParityArrays
+"""The arrays the engine runs on."""
+
+_CHAIN_ARRAYS = (HMMArrays, NGramArrays, IntervalParityArrays)
+
+
+class ChainSource(Protocol):
+    """What the public functions accept besides ``ChainArrays``: an object handing the engine its
+    arrays, as every ``mdm_exact`` language does (an attribute, built once per object, so the
+    engine's per-chain tables are built once too)."""
+
+    @property
+    def chain_arrays(self) -> ChainArrays: ...
+
+
+def _arrays_of(language: ChainSource | ChainArrays) -> ChainArrays:
+    if isinstance(language, _CHAIN_ARRAYS):
+        return language
+    arrays = getattr(language, "chain_arrays", None)
+    if not isinstance(arrays, _CHAIN_ARRAYS):
+        raise ArgumentTypeError(
+            f"language must be an mdm_exact Language, got {type(language).__name__}")
+    return arrays
 
 
 @dataclass(frozen=True)
@@ -146,33 +271,44 @@ n-grams, whose structure it is), ``dense`` over the full K x K matrix; ``auto`` 
 HMMs with more than ``DENSE_FRACTION`` non-zero transitions."""
 
 
-def _chain(language: Language, implementation: str = "auto") -> _Chain:
+def _check_implementation(implementation) -> str:
     if implementation not in IMPLEMENTATIONS:
         raise ArgumentError(f"implementation must be one of {IMPLEMENTATIONS}"
             f", got {implementation!r}")
-    per_language = _CHAINS.setdefault(language, {})
-    if implementation in per_language:
-        return per_language[implementation]
-    if isinstance(language, NGram) and implementation != "dense":
-        v, c = language.vocab_size, language.order - 1
+    return implementation
+
+
+def _chain(arrays: HMMArrays | NGramArrays, implementation: str = "auto") -> _Chain:
+    """The kernels' tables of ``arrays``, built once per arrays object and implementation."""
+    _check_implementation(implementation)
+    per_arrays = _CHAINS.setdefault(arrays, {})
+    if implementation in per_arrays:
+        return per_arrays[implementation]
+    if isinstance(arrays, NGramArrays):
+        v, c = arrays.vocab_size, arrays.order - 1
         s = v**c
-        flat = language.transition.reshape(s, v)
+        flat = arrays.transition.reshape(s, v)
         rows, nxt = np.nonzero(flat > 0)
         cols = (rows * v + nxt) % s
+        vals = flat[rows, nxt]
         emission_t = np.zeros((v, s))
         emission_t[np.arange(s) // v ** (c - 1), np.arange(s)] = 1.0
-        chain = _build_chain(language.initial.ravel(), rows, cols, flat[rows, nxt], emission_t,
-                             None, flat)
+        if implementation == "dense":
+            # The dense HMM view: state (x_j, ..., x_{j+n-2}) moves to (x_{j+1}, ..., x_{j+n-1}).
+            a = np.zeros((s, s))
+            a[rows, cols] = vals
+            chain = _build_chain(arrays.initial.ravel(), rows, cols, vals, emission_t, a)
+        else:
+            chain = _build_chain(arrays.initial.ravel(), rows, cols, vals, emission_t, None, flat)
     else:
-        hmm = language.as_hmm()
-        a = hmm.transition
+        a = arrays.transition
         rows, cols = np.nonzero(a > 0)
         dense = implementation == "dense" or (
             implementation == "auto" and rows.size > DENSE_FRACTION * a.size
         )
-        chain = _build_chain(hmm.initial, rows, cols, a[rows, cols], hmm.emission.T,
+        chain = _build_chain(arrays.initial, rows, cols, a[rows, cols], arrays.emission.T,
                              a if dense else None)
-    per_language[implementation] = chain
+    per_arrays[implementation] = chain
     return chain
 
 
@@ -655,12 +791,12 @@ def _threads_for(work: float):
 # ------------------------------------------------------------------------ interval parity
 
 
-def _interval_parity_bytes(language: IntervalParity, batch: int, length: int,
+def _interval_parity_bytes(arrays: IntervalParityArrays, batch: int, length: int,
                           want_marginals: bool) -> float:
     """Peak of ``_interval_parity``: the (batch, L/l, l, l-1) bit and probability tables (about
     four alive), and with marginals the (batch, L, V, l-1) per-bit factors, their product
     and the one-hot and output (batch, L, V) tables."""
-    l, v = language.interval, language.vocab_size
+    l, v = arrays.interval, arrays.vocab_size
     cells = float(batch) * length
     out = 8.0 * cells * (l - 1) * 4
     if want_marginals:
@@ -668,10 +804,10 @@ def _interval_parity_bytes(language: IntervalParity, batch: int, length: int,
     return out
 
 
-def _interval_parity(language: IntervalParity, x: np.ndarray, want_marginals: bool):
+def _interval_parity(arrays: IntervalParityArrays, x: np.ndarray, want_marginals: bool):
     """Closed form of Example C.7: pair bits are independent fair coins; a revealed token fixes
     the l-1 bits it stores, two revealed tokens must agree on their shared bit."""
-    l, v = language.interval, language.vocab_size
+    l, v = arrays.interval, arrays.vocab_size
     batch, length = x.shape
     if length % l:
         raise ArgumentError(f"x has length {length}, not a multiple of interval={l}")
@@ -707,35 +843,38 @@ def _interval_parity(language: IntervalParity, x: np.ndarray, want_marginals: bo
 # ------------------------------------------------------------------------------ public API
 
 
-def _prepare(language: Language, x) -> tuple[np.ndarray, bool]:
-    check_language(language)
-    arr = check_tokens(x, language.vocab_size)
-    return arr, np.ndim(x) == 1
+def _prepare(language: ChainSource | ChainArrays, x) -> tuple[ChainArrays, np.ndarray, bool]:
+    arrays = _arrays_of(language)
+    arr = check_tokens(x, arrays.vocab_size)
+    return arrays, arr, np.ndim(x) == 1
 
 
 def posterior(
-    language: Language, x, *, implementation: str = "auto", max_bytes: float | None = None
+    language: ChainSource | ChainArrays, x, *, implementation: str = "auto",
+    max_bytes: float | None = None
 ) -> Posterior:
     """Exact token marginals given the revealed tokens of each row (never raises on impossible
     rows; see ``Posterior.valid``).
 
-    x: (batch, length) int with ``MASK = -1`` at masked positions (a 1-D x is one row and the
-    batch axis is dropped from the result). Cost O(batch * length * V^n) for an n-gram,
-    O(batch * length * K^2) for a dense HMM; memory one (length, states) table per thread.
-    ``implementation``: see ``IMPLEMENTATIONS`` (the results agree to rounding).
+    language: a language or its ``ChainArrays``. x: (batch, length) int with ``MASK = -1`` at
+    masked positions (a 1-D x is one row and the batch axis is dropped from the result). Cost
+    O(batch * length * V^n) for an n-gram, O(batch * length * K^2) for a dense HMM; memory one
+    (length, states) table per thread. ``implementation``: see ``IMPLEMENTATIONS`` (the results
+    agree to rounding).
     """
-    arr, single = _prepare(language, x)
+    arrays, arr, single = _prepare(language, x)
+    _check_implementation(implementation)
     batch, length = arr.shape
-    if isinstance(language, IntervalParity):
+    if isinstance(arrays, IntervalParityArrays):
         check_memory(f"posterior(batch={batch}, length={length}) of {language!r}",
-                     _interval_parity_bytes(language, batch, length, True), max_bytes,
+                     _interval_parity_bytes(arrays, batch, length, True), max_bytes,
                      argument="the batch or length of x")
-        marg, log_z, valid = _interval_parity(language, arr, True)
+        marg, log_z, valid = _interval_parity(arrays, arr, True)
     else:
-        chain = _chain(language, implementation)
+        chain = _chain(arrays, implementation)
         check_memory(
             f"posterior(batch={batch}, length={length}) with {chain.num_states} states",
-            8.0 * (batch * length * language.vocab_size
+            8.0 * (batch * length * arrays.vocab_size
                    + numba.get_num_threads() * length * chain.num_states),
             max_bytes,
             argument="the batch or length of x",
@@ -743,7 +882,7 @@ def posterior(
         with _threads_for(batch * length * chain.num_states):
             if chain.shift.size:
                 marg, log_z, lows = _ngram_marginals_kernel(
-                    arr, chain.initial, chain.shift, language.vocab_size, language.order, True)
+                    arr, chain.initial, chain.shift, arrays.vocab_size, arrays.order, True)
             else:
                 marg, log_z, lows = _marginals_kernel(
                     arr, chain.initial, chain.emission_t, chain.dense, chain.dense_t,
@@ -760,7 +899,8 @@ def posterior(
 
 
 def posterior_marginals(
-    language: Language, x, *, implementation: str = "auto", max_bytes: float | None = None
+    language: ChainSource | ChainArrays, x, *, implementation: str = "auto",
+    max_bytes: float | None = None
 ) -> np.ndarray:
     """(batch, length, V) exact q(x_i = v | revealed tokens): the ideal denoiser q_{0|t} (eq. 2).
 
@@ -777,24 +917,23 @@ def posterior_marginals(
     return post.marginals
 
 
-def log_prob(language: Language, x) -> np.ndarray:
+def log_prob(language: ChainSource | ChainArrays, x) -> np.ndarray:
     """(batch,) log q of the revealed tokens of each row (masked positions marginalised), in
     nats; ``-inf`` off the support. Full n-gram sequences use a direct table look-up."""
-    arr, single = _prepare(language, x)
-    if isinstance(language, IntervalParity):
+    arrays, arr, single = _prepare(language, x)
+    if isinstance(arrays, IntervalParityArrays):
         check_memory(f"log_prob(batch={arr.shape[0]}, length={arr.shape[1]}) of {language!r}",
-                     _interval_parity_bytes(language, *arr.shape, False),
+                     _interval_parity_bytes(arrays, *arr.shape, False),
                      argument="the batch or length of x")
-        out = _interval_parity(language, arr, False)[1]
-    elif isinstance(language, NGram) and np.all(arr >= 0):
-        out = _ngram_log_prob(language, arr)
+        out = _interval_parity(arrays, arr, False)[1]
+    elif isinstance(arrays, NGramArrays) and np.all(arr >= 0):
+        out = _ngram_log_prob(arrays, arr)
     else:
-        chain = _chain(language)
+        chain = _chain(arrays)
         with _threads_for(arr.size * chain.num_states):
             if chain.shift.size:
                 _, out, lows = _ngram_marginals_kernel(arr, chain.initial, chain.shift,
-                                                       language.vocab_size, language.order,
-                                                       False)
+                                                       arrays.vocab_size, arrays.order, False)
             else:
                 out, lows = _log_evidence_kernel(arr, chain.initial, chain.emission_t,
                                                  chain.dense, chain.parents_ptr, chain.parents,
@@ -806,37 +945,49 @@ def log_prob(language: Language, x) -> np.ndarray:
     return out[0] if single else out
 
 
-def _ngram_log_prob(language: NGram, x: np.ndarray) -> np.ndarray:
-    v, c = language.vocab_size, language.order - 1
+def _ngram_log_prob(arrays: NGramArrays, x: np.ndarray) -> np.ndarray:
+    v, c = arrays.vocab_size, arrays.order - 1
     batch, length = x.shape
     with np.errstate(divide="ignore"):
         if length < c:
-            init = language.initial.sum(axis=tuple(range(length, c)))
+            init = arrays.initial.sum(axis=tuple(range(length, c)))
             return np.log(init[tuple(x.T)])
-        out = np.log(language.initial[tuple(x[:, :c].T)])
+        out = np.log(arrays.initial[tuple(x[:, :c].T)])
         if length > c:
             windows = np.lib.stride_tricks.sliding_window_view(x, c + 1, axis=1)
             idx = (windows * (v ** np.arange(c, -1, -1))).sum(axis=-1)
-            out = out + np.log(language.transition.ravel()[idx]).sum(axis=1)
+            out = out + np.log(arrays.transition.ravel()[idx]).sum(axis=1)
     return out
 
 
-def in_support(language: Language, x) -> np.ndarray:
+def in_support(language: ChainSource | ChainArrays, x) -> np.ndarray:
     """(batch,) exact test q(revealed tokens) > 0, in the Boolean semiring (no underflow)."""
-    arr, single = _prepare(language, x)
-    if isinstance(language, IntervalParity):
+    arrays, arr, single = _prepare(language, x)
+    if isinstance(arrays, IntervalParityArrays):
         check_memory(f"in_support(batch={arr.shape[0]}, length={arr.shape[1]}) of "
-                     f"{language!r}", _interval_parity_bytes(language, *arr.shape, False),
+                     f"{language!r}", _interval_parity_bytes(arrays, *arr.shape, False),
                      argument="the batch or length of x")
-        out = _interval_parity(language, arr, False)[2]
-    elif isinstance(language, NGram) and np.all(arr >= 0):
-        out = np.isfinite(_ngram_log_prob(language, arr))
+        out = _interval_parity(arrays, arr, False)[2]
+    elif isinstance(arrays, NGramArrays) and np.all(arr >= 0):
+        out = np.isfinite(_ngram_log_prob(arrays, arr))
     else:
-        chain = _chain(language)
+        chain = _chain(arrays)
         with _threads_for(arr.size * chain.num_states):
             out = _support_kernel(arr, chain.initial > 0, chain.emission_t > 0,
                                   chain.parents_ptr, chain.parents)
     return out[0] if single else out
 
 
-__all__ = ["MASK", "Posterior", "in_support", "log_prob", "posterior", "posterior_marginals"]
+__all__ = [
+    "MASK",
+    "ChainArrays",
+    "ChainSource",
+    "HMMArrays",
+    "IntervalParityArrays",
+    "NGramArrays",
+    "Posterior",
+    "in_support",
+    "log_prob",
+    "posterior",
+    "posterior_marginals",
+]

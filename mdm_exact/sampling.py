@@ -19,7 +19,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from ._utils import (
     MASK,
@@ -28,6 +27,8 @@ from ._utils import (
     check_memory,
     check_positive_int,
     check_probabilities,
+    kl_divergence,
+    progress_bar,
 )
 from .errors import ArgumentError, ArgumentTypeError
 from .languages import Language, check_language
@@ -65,14 +66,6 @@ class Oracle:
         return f"Oracle({self.language!r})"
 
 
-def kl_rows(q: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """KL(q || p) along the last axis, in nats (0 log 0 = 0; +inf where q > 0 = p)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        terms = np.where(q > 0, q * (np.log(q) - np.log(p)), 0.0)
-    # A KL is >= 0; rounding of nearly equal rows must not report a negative one.
-    return np.maximum(terms.sum(axis=-1), 0.0)
-
-
 def perturb_toward(marginals: np.ndarray, eps_learning: float, direction: np.ndarray
                    ) -> tuple[np.ndarray, np.ndarray]:
     """Move each row q of ``marginals`` (..., V) to p = mu q + (1 - mu) d with KL(q || p) =
@@ -95,7 +88,7 @@ def perturb_toward(marginals: np.ndarray, eps_learning: float, direction: np.nda
     flat_q = q.reshape(-1, q.shape[-1])
     flat_d = d.reshape(-1, q.shape[-1])
     mu = np.zeros(flat_q.shape[0])
-    full = kl_rows(flat_q, flat_d)
+    full = kl_divergence(flat_q, flat_d)
     blocked = np.isinf(full)
     if np.any(blocked):
         q_zero = np.where(flat_d[blocked] == 0, flat_q[blocked], 0.0).sum(axis=1)
@@ -112,7 +105,7 @@ def perturb_toward(marginals: np.ndarray, eps_learning: float, direction: np.nda
             break
         qa, da, ma = flat_q[active], flat_d[active], mu[active]
         pa = ma[:, None] * qa + (1 - ma[:, None]) * da
-        g = kl_rows(qa, pa) - eps_learning
+        g = kl_divergence(qa, pa) - eps_learning
         with np.errstate(divide="ignore", invalid="ignore"):
             slope = -np.where(qa > 0, qa * (qa - da) / pa, 0.0).sum(axis=1)
             step = np.where((slope < 0) & (g > 0), g / slope, 0.0)
@@ -121,7 +114,7 @@ def perturb_toward(marginals: np.ndarray, eps_learning: float, direction: np.nda
         active = active[new > ma]
     mu = mu.reshape(q.shape[:-1])
     p = mu[..., None] * q + (1 - mu[..., None]) * d
-    return p, kl_rows(q, p)
+    return p, kl_divergence(q, p)
 
 
 class PerturbedOracle:
@@ -304,7 +297,7 @@ def sample(
     x = np.full((num, length), MASK, dtype=np.int64)
     order = np.argsort(steps, axis=None, kind="stable")
     bounds = np.searchsorted(steps.ravel()[order], np.arange(plan.num_steps + 1))
-    for k in tqdm(range(plan.num_steps), disable=not progress, delay=2, desc="steps", leave=False):
+    for k in progress_bar(progress, range(plan.num_steps), desc="steps"):
         flat = order[bounds[k]:bounds[k + 1]]
         if flat.size == 0:
             continue
@@ -329,7 +322,7 @@ def _sample_policy(language: Language, policy: Policy, length: int, num_samples:
     active = np.arange(num)
     left = np.full(num, length)  # masked positions of each active row
     calls = 0
-    with tqdm(total=num, disable=not progress, delay=2, desc="rows done", leave=False) as bar:
+    with progress_bar(progress, total=num, desc="rows done") as bar:
         for k in range(policy.max_steps(length)):
             if active.size == 0:
                 break

@@ -19,17 +19,29 @@ from __future__ import annotations
 
 import math
 import numbers
+import reprlib
 from collections.abc import Callable, Sequence
 from fractions import Fraction
 
 import numba
 import numpy as np
 
-from ._utils import as_rng, check_memory, check_positive_int, format_count, int_times
+from ._utils import (
+    as_rng,
+    check_memory,
+    check_positive_int,
+    format_count,
+    int_times,
+    run_lengths,
+)
 from .errors import ArgumentError, ArgumentTypeError, BudgetError
 
 MASS_ATOL = 1e-12
 """How far the masses of a schedule may sum from 1."""
+
+PLAN_FORMAT = "mdm_exact.plan/1"
+"""The ``"format"`` key of every plan and policy dict (``to_dict`` / ``from_dict``, plan files;
+docs/cli.md)."""
 
 BYTES_PER_STEP = 32
 """Peak bytes per step while a schedule is built: the (N,) float64 masses, the validated copy
@@ -119,6 +131,57 @@ def _integer_array(name: str, values) -> np.ndarray:
     return arr.astype(np.int64)
 
 
+def plan_fields(data, kind: str, required: tuple[str, ...], optional: tuple[str, ...] = ()
+                ) -> dict:
+    """``data``, a plan or policy dict (``to_dict``'s form), checked: a dict with ``"format"`` =
+    ``PLAN_FORMAT``, ``"kind"`` = ``kind``, every ``required`` key and no key beyond ``required``
+    and ``optional``. Refusals name the key."""
+    if not isinstance(data, dict):
+        raise ArgumentTypeError(f"plan must be a dict (a JSON object), got {type(data).__name__}")
+    for key, wanted in (("format", PLAN_FORMAT), ("kind", kind)):
+        if key not in data:
+            raise ArgumentError(f"plan key {key!r} is missing (expected {wanted!r})")
+        if data[key] != wanted:
+            raise ArgumentError(f"plan key {key!r} must be {wanted!r}, got {data[key]!r}")
+    missing = [key for key in required if key not in data]
+    if missing:
+        raise ArgumentError(f"plan key {missing[0]!r} is missing (kind {kind!r})")
+    unknown = sorted(str(key) for key in data if key not in ("format", "kind", *required,
+                                                             *optional))
+    if unknown:
+        raise ArgumentError(f"plan key {unknown[0]!r} is not known for kind {kind!r}")
+    return data
+
+
+def _json_list(key: str, value) -> list:
+    if not isinstance(value, list | tuple):
+        raise ArgumentTypeError(f"plan key {key!r} must be a list, got {type(value).__name__}")
+    return list(value)
+
+
+def _json_int(key: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise ArgumentTypeError(f"plan key {key!r} must hold integers, got {value!r}")
+    if value < minimum:
+        raise ArgumentError(f"plan key {key!r} must hold integers >= {minimum}, got {value}")
+    return int(value)
+
+
+def _masses_from_runs(runs: list) -> np.ndarray:
+    """(N,) masses from run-length entries ``{"mass": m, "count": c}``, the memory of the
+    expanded masses checked before they are built."""
+    masses, counts = [], []
+    for i, run in enumerate(runs):
+        if not isinstance(run, dict) or set(run) != {"mass", "count"}:
+            raise ArgumentError(f"plan key 'masses' entry {i} must be a run "
+                                f"{{'mass': m, 'count': c}} as the others are, got "
+                                f"{reprlib.repr(run)}")
+        masses.append(run["mass"])
+        counts.append(_json_int(f"masses[{i}].count", run["count"], 1))
+    _check_steps_memory("Schedule from a plan dict", sum(counts), argument=None)
+    return np.repeat(_real_array("masses", masses), counts)
+
+
 class Schedule:
     """Independent-step schedule: position i is revealed at step k with probability p^(k).
 
@@ -183,13 +246,9 @@ class Schedule:
     def runs(self, limit: int | None = None) -> list[tuple[float, int]]:
         """The masses compressed into runs of equal values: [(mass, count), ...]; only the
         first ``limit`` runs when given (a schedule of distinct masses has N runs)."""
-        p = self._masses
-        starts = np.flatnonzero(np.concatenate([[True], p[1:] != p[:-1]]))
-        counts = np.diff(np.append(starts, p.size))
-        if limit is not None:
-            keep = check_positive_int("limit", limit, 0)
-            starts, counts = starts[:keep], counts[:keep]
-        return [(float(m), int(c)) for m, c in zip(p[starts], counts, strict=True)]
+        keep = None if limit is None else check_positive_int("limit", limit, 0)
+        values, counts = run_lengths(self._masses)
+        return [(float(m), int(c)) for m, c in zip(values[:keep], counts[:keep], strict=True)]
 
     def expected_nfe(self, length: int) -> float:
         """Appendix D: expected number of non-empty steps, sum_k [1 - (1 - p^(k))^L]; this is
@@ -219,8 +278,24 @@ class Schedule:
         return f"Schedule({self.name!r}, num_steps={self.num_steps})"
 
     def to_dict(self) -> dict:
-        """JSON-ready description: name and masses."""
-        return {"kind": "schedule", "name": self.name, "masses": self._masses.tolist()}
+        """JSON-ready description (docs/cli.md, "Plan files"): format, kind, name and the
+        masses as runs ``[{"mass": m, "count": c}, ...]`` (``runs()``); floats exactly as
+        stored, so ``from_dict(json.loads(json.dumps(d)))`` has the same masses bit for bit."""
+        return {"format": PLAN_FORMAT, "kind": "schedule", "name": self.name,
+                "masses": [{"mass": m, "count": c} for m, c in self.runs()]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Schedule:
+        """Inverse of ``to_dict``; ``"masses"`` may also be a plain list of numbers. Malformed
+        input is refused naming the key."""
+        data = plan_fields(data, "schedule", ("masses",), ("name",))
+        name = data.get("name", "custom")
+        if not isinstance(name, str):
+            raise ArgumentTypeError(f"plan key 'name' must be a string, got {name!r}")
+        entries = _json_list("masses", data["masses"])
+        if any(isinstance(v, dict) for v in entries):
+            return cls(_masses_from_runs(entries), name)
+        return cls(_real_array("masses", entries), name)
 
     # ------------------------------------------------------------------ construction
 
@@ -484,8 +559,14 @@ class FixedCountPlan:
         return f"FixedCountPlan(counts={self.counts.tolist()})"
 
     def to_dict(self) -> dict:
-        """JSON-ready description: the counts."""
-        return {"kind": "fixed_count", "counts": self.counts.tolist()}
+        """JSON-ready description (docs/cli.md, "Plan files"): format, kind and the counts."""
+        return {"format": PLAN_FORMAT, "kind": "fixed_count", "counts": self.counts.tolist()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> FixedCountPlan:
+        """Inverse of ``to_dict``; malformed input is refused naming the key."""
+        data = plan_fields(data, "fixed_count", ("counts",))
+        return cls([_json_int("counts", c, 0) for c in _json_list("counts", data["counts"])])
 
 
 class DeterministicPlan:
@@ -563,8 +644,18 @@ class DeterministicPlan:
         return f"DeterministicPlan(num_steps={self.num_steps}, length={self.length})"
 
     def to_dict(self) -> dict:
-        """JSON-ready description: the position sets."""
-        return {"kind": "deterministic", "sets": [s.tolist() for s in self.sets]}
+        """JSON-ready description (docs/cli.md, "Plan files"): format, kind and the position
+        sets."""
+        return {"format": PLAN_FORMAT, "kind": "deterministic",
+                "sets": [s.tolist() for s in self.sets]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> DeterministicPlan:
+        """Inverse of ``to_dict``; malformed input is refused naming the key."""
+        data = plan_fields(data, "deterministic", ("sets",))
+        sets = [[_json_int("sets", j, 0) for j in _json_list("sets", step)]
+                for step in _json_list("sets", data["sets"])]
+        return cls(sets)
 
 
 Plan = Schedule | FixedCountPlan | DeterministicPlan

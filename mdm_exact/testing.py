@@ -1,10 +1,12 @@
 """Hypothesis strategies for property tests of code built on mdm_exact.
 
 Needs the ``test`` extra (``pip install mdm_exact[test]``); the package itself never imports this
-module. Every language strategy draws a seed and builds its tables with
-``numpy.random.default_rng(seed)``, so a failing example is reproducible from hypothesis' report.
-Tables may hold exact zeros (in the initial distribution, the transition and the emission) but are
-always valid: every row is non-negative and sums to 1.
+module. Every table is drawn by ``hypothesis.extra.numpy.arrays`` (integer weights, normalised
+row by row) and every sequence from arrays of uniforms and bits, never from a random seed: a
+failing example shrinks entry by entry (towards uniform rows, the first possible token, nothing
+masked) and is reported as the arrays themselves. Tables may hold exact zeros (in the initial
+distribution, the transition and the emission) but are always valid: every row is non-negative
+and sums to 1.
 
 Typical use::
 
@@ -26,10 +28,13 @@ from __future__ import annotations
 
 import numpy as np
 from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 from hypothesis.strategies import SearchStrategy
 
 from ._utils import MASK
+from .errors import ArgumentError
 from .languages import HMM, IntervalParity, Language, NGram
+from .schedules import DeterministicPlan, FixedCountPlan, Schedule
 
 __all__ = [
     "alpha_grids",
@@ -39,45 +44,64 @@ __all__ = [
     "masked_sequences",
     "ngrams",
     "plans",
+    "schedules",
     "small_languages",
 ]
 
-_SEEDS = st.integers(0, 2**32 - 1)
 _ORDERS = st.integers(2, 4)
 _VOCAB_SIZES = st.integers(2, 3)
 _NUM_STATES = st.integers(1, 4)
 _INTERVALS = st.integers(2, 4)
 _BATCHES = st.integers(1, 4)
 _STEPS = st.integers(1, 5)
-_ZERO_RATES = (0.0, 0.3, 0.6)
-"""Per-entry probabilities of an exact zero; high rates make supports small and irregular."""
+MAX_WEIGHT = 64
+"""Tables are integer weights in [0, 64] (in [1, 64] without zeros) divided by their row sums."""
 DYADIC_DENOMINATOR = 64
-"""With ``dyadic=True`` every table entry is a multiple of 1/64."""
+"""With ``dyadic=True`` every table entry is a multiple of 1/64 (of 1/2^k >= 1/width for rows
+wider than 64 entries)."""
+_UNIFORMS = st.floats(0.0, 1.0, exclude_max=True)
 
 
 def _strategy(value) -> SearchStrategy:
     return value if isinstance(value, SearchStrategy) else st.just(value)
 
 
-def _rows(
-    rng: np.random.Generator, shape: tuple[int, ...], zero_rate: float, dyadic: bool
-) -> np.ndarray:
-    """Random stochastic rows along the last axis; about ``zero_rate`` of the entries are exactly
-    0, but each row keeps at least one positive entry. Dyadic rows are multinomial counts over
-    ``DYADIC_DENOMINATOR``, so they are exact in binary floating point and sum to exactly 1."""
-    width = shape[-1]
-    weights = rng.exponential(size=(int(np.prod(shape[:-1])), width))
-    weights[rng.random(weights.shape) < zero_rate] = 0.0
-    empty = np.flatnonzero(weights.sum(axis=1) == 0)
-    weights[empty, rng.integers(0, width, size=empty.size)] = 1.0
-    rows = weights / weights.sum(axis=1, keepdims=True)
-    if dyadic:
-        rows = rng.multinomial(DYADIC_DENOMINATOR, rows) / DYADIC_DENOMINATOR
-    return rows.reshape(shape)
+def _weights(draw, shape: tuple[int, ...], zeros: bool) -> np.ndarray:
+    """Integer weights of ``shape``; with ``zeros`` a table is either dense or sparse (about half
+    its weights 0), so that supports come out small and irregular. A row of zeros reads as
+    uniform (all weights 1)."""
+    positive = st.integers(1, MAX_WEIGHT)
+    elements = st.one_of(st.just(0), positive) if zeros and draw(st.booleans()) else positive
+    w = draw(arrays(np.int64, shape, elements=elements))
+    return np.where(w.sum(axis=-1, keepdims=True) == 0, 1, w)
 
 
-def _zero_rate(draw, zeros: bool) -> float:
-    return draw(st.sampled_from(_ZERO_RATES)) if zeros else 0.0
+def _apportion(w: np.ndarray, units: np.ndarray) -> np.ndarray:
+    """Integer units per entry summing to ``units`` (one per row, keepdims) along the last axis,
+    proportional to the weights ``w`` by largest remainders (ties to the lower index); a zero
+    weight gets 0 units."""
+    total = w.sum(axis=-1, keepdims=True)
+    base, rest = np.divmod(w * units, total)
+    missing = units - base.sum(axis=-1, keepdims=True)
+    order = np.argsort(-rest, axis=-1, kind="stable")
+    rank = np.argsort(order, axis=-1, kind="stable")
+    # sum(rest) = missing * total and every rest < total, so the top ``missing`` ranks all have
+    # rest > 0: zero weights stay at 0.
+    return base + (rank < missing)
+
+
+def _stochastic(draw, shape: tuple[int, ...], zeros: bool, dyadic: bool) -> np.ndarray:
+    """Stochastic rows along the last axis of ``shape``, each with a positive entry (all
+    positive without ``zeros``); an entry is 0 exactly where its weight is. Dyadic rows are
+    integer units over a power-of-two denominator (one unit for every positive weight, the rest
+    shared in proportion), exact in binary floating point and summing to exactly 1."""
+    w = _weights(draw, shape, zeros)
+    if not dyadic:
+        return w / w.sum(axis=-1, keepdims=True)
+    denominator = max(DYADIC_DENOMINATOR, 1 << (shape[-1] - 1).bit_length())
+    positive = w > 0
+    spare = denominator - positive.sum(axis=-1, keepdims=True)
+    return (positive + _apportion(w, spare)) / denominator
 
 
 @st.composite
@@ -103,11 +127,9 @@ def ngrams(
     """
     n = draw(_strategy(order))
     v = draw(_strategy(vocab_size))
-    rate = _zero_rate(draw, zeros)
-    rng = np.random.default_rng(draw(_SEEDS))
-    initial = _rows(rng, (v ** (n - 1),), rate, dyadic).reshape((v,) * (n - 1))
-    transition = _rows(rng, (v,) * n, rate, dyadic)
-    return NGram(n, initial, transition, {"strategy": "ngrams", "zero_rate": rate})
+    initial = _stochastic(draw, (v ** (n - 1),), zeros, dyadic).reshape((v,) * (n - 1))
+    transition = _stochastic(draw, (v,) * n, zeros, dyadic)
+    return NGram(n, initial, transition, {"strategy": "ngrams"})
 
 
 @st.composite
@@ -132,13 +154,11 @@ def hmms(
     """
     k = draw(_strategy(num_states))
     v = draw(_strategy(vocab_size))
-    rate = _zero_rate(draw, zeros)
-    rng = np.random.default_rng(draw(_SEEDS))
     return HMM(
-        _rows(rng, (k,), rate, dyadic),
-        _rows(rng, (k, k), rate, dyadic),
-        _rows(rng, (k, v), rate, dyadic),
-        {"strategy": "hmms", "zero_rate": rate},
+        _stochastic(draw, (k,), zeros, dyadic),
+        _stochastic(draw, (k, k), zeros, dyadic),
+        _stochastic(draw, (k, v), zeros, dyadic),
+        {"strategy": "hmms"},
     )
 
 
@@ -177,6 +197,49 @@ def small_languages(zeros: bool = True) -> SearchStrategy[Language]:
     )
 
 
+def _inverse_cdf(p: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """(n,) index drawn from each row of ``p`` (n, width) by the uniform ``u`` (n,) in [0, 1):
+    the first index whose cumulative sum exceeds u * total, never an entry of probability 0
+    (equal cumulative sums are skipped; rounding at the top falls back to the last positive
+    entry)."""
+    cdf = np.cumsum(p, axis=1)
+    idx = (cdf <= (u * cdf[:, -1])[:, None]).sum(axis=1)
+    last = p.shape[1] - 1 - np.argmax(p[:, ::-1] > 0, axis=1)
+    return np.minimum(idx, last)
+
+
+def _support_sequences(draw, language: Language, num: int, length: int) -> np.ndarray:
+    """(num, length) sequences of positive probability, drawn from arrays of uniforms (pair bits
+    for Example C.7) by inverse CDFs along the chain, so that they shrink towards the first
+    possible token at every position."""
+    if isinstance(language, IntervalParity):
+        ell = language.interval
+        if length % ell:
+            raise ArgumentError(f"length must be a multiple of interval={ell}, got {length}")
+        bits = draw(arrays(np.bool_, (num, length // ell, language.num_pairs)))
+        return language.tokens_from_pair_bits(bits).reshape(num, length)
+    if isinstance(language, NGram):
+        v, c = language.vocab_size, language.order - 1
+        u = draw(arrays(np.float64, (num, max(length, c) - c + 1), elements=_UNIFORMS))
+        context = _inverse_cdf(np.broadcast_to(language.initial.ravel(), (num, v**c)), u[:, 0])
+        out = np.empty((num, max(length, c)), dtype=np.int64)
+        out[:, :c] = np.stack(np.unravel_index(context, (v,) * c), axis=1)
+        flat = language.transition.reshape(v**c, v)
+        for j in range(c, length):
+            out[:, j] = _inverse_cdf(flat[context], u[:, j - c + 1])
+            context = (context * v + out[:, j]) % v**c
+        return out[:, :length]
+    hmm = language.as_hmm()
+    u = draw(arrays(np.float64, (num, length, 2), elements=_UNIFORMS))
+    out = np.empty((num, length), dtype=np.int64)
+    state = _inverse_cdf(np.broadcast_to(hmm.initial, (num, hmm.num_states)), u[:, 0, 0])
+    for j in range(length):
+        if j:
+            state = _inverse_cdf(hmm.transition[state], u[:, j, 0])
+        out[:, j] = _inverse_cdf(hmm.emission[state], u[:, j, 1])
+    return out
+
+
 @st.composite
 def masked_sequences(
     draw,
@@ -187,11 +250,12 @@ def masked_sequences(
 ) -> np.ndarray:
     """(batch, length) int64 arrays with ``MASK = -1`` at some positions.
 
-    Each row starts from a real sample of ``language``, so its revealed tokens are in the support;
-    a random subset of positions (from none to all) is then masked. With ``arbitrary_tokens=True``
-    some rows also get a few revealed tokens replaced by arbitrary ones, which may be impossible
-    under q: use ``posterior`` (which reports ``valid``) rather than ``posterior_marginals`` on
-    them.
+    Each row starts from a sequence of positive probability under ``language`` (drawn from
+    arrays of uniforms along its chain), so its revealed tokens are in the support; then none,
+    all or an array-drawn subset of the positions is masked. With ``arbitrary_tokens=True``
+    some examples also get revealed tokens replaced by arbitrary ones (``MASK`` included), which
+    may be impossible under q: use ``posterior`` (which reports ``valid``) rather than
+    ``posterior_marginals`` on them.
 
     Example::
 
@@ -205,13 +269,16 @@ def masked_sequences(
     """
     n = draw(_strategy(batch))
     size = draw(_strategy(length))
-    rng = np.random.default_rng(draw(_SEEDS))
-    x = language.sample(n, size, rng)
-    rate = draw(st.sampled_from((0.0, 0.3, 0.6, 1.0)))
-    x[rng.random(x.shape) < rate] = MASK
+    x = _support_sequences(draw, language, n, size)
+    pattern = draw(st.sampled_from(("some", "none", "all")))
+    if pattern == "some":
+        x[draw(arrays(np.bool_, x.shape))] = MASK
+    elif pattern == "all":
+        x[:] = MASK
     if arbitrary_tokens and draw(st.booleans()):
-        changed = (rng.random(x.shape) < 0.3) & (rng.random((n, 1)) < 0.5)
-        x[changed] = rng.integers(MASK, language.vocab_size, size=int(changed.sum()))
+        changed = draw(arrays(np.bool_, x.shape))
+        tokens = st.integers(MASK, language.vocab_size - 1)
+        x[changed] = draw(arrays(np.int64, int(changed.sum()), elements=tokens))
     return x
 
 
@@ -220,19 +287,37 @@ def alpha_grids(draw, num_steps: int | SearchStrategy[int] = _STEPS) -> np.ndarr
     """(N+1,) masking-schedule grids alpha(t_0..t_N): non-increasing from 1 to 0, possibly with
     flat stretches (empty steps). Feed them to ``Schedule.from_alpha``."""
     n = draw(_strategy(num_steps))
-    rng = np.random.default_rng(draw(_SEEDS))
-    cuts = np.sort(rng.random(n - 1))[::-1]
-    if draw(st.booleans()) and n > 2:
-        i = rng.integers(1, n - 1)
+    inner = draw(arrays(np.float64, n - 1, elements=st.floats(0.0, 1.0, allow_subnormal=False)))
+    cuts = np.sort(inner)[::-1]
+    if n > 2 and draw(st.booleans()):
+        i = draw(st.integers(1, n - 2))
         cuts[i] = cuts[i - 1]  # a flat stretch: an empty step
     return np.concatenate([[1.0], cuts, [0.0]])
 
 
 @st.composite
+def schedules(
+    draw, num_steps: int | SearchStrategy[int] = _STEPS, zeros: bool = True
+) -> Schedule:
+    """``Schedule`` objects of ``num_steps`` steps whose generation-order masses p^(k) are an
+    array of integer weights divided by their sum; with ``zeros=True`` some steps (never all)
+    may have mass exactly 0, the empty steps a sampler skips.
+
+    Example::
+
+        @given(schedules(num_steps=st.integers(1, 8)))
+        def test_expected_nfe_is_at_most_the_nonempty_steps(schedule):
+            assert schedule.expected_nfe(4) <= np.count_nonzero(schedule.masses)
+    """
+    n = draw(_strategy(num_steps))
+    return Schedule(_stochastic(draw, (n,), zeros, dyadic=False), "schedules")
+
+
+@st.composite
 def plans(draw, length: int, num_steps: int | SearchStrategy[int] = _STEPS):
     """Any plan for sequences of ``length``: a schedule family (linear, cosine, polynomial), a
-    random alpha grid, a fixed-count plan or a deterministic plan with random (possibly empty)
-    position sets.
+    random alpha grid, random step masses (``schedules``), a fixed-count plan or a deterministic
+    plan with random (possibly empty) position sets.
 
     Example::
 
@@ -243,10 +328,9 @@ def plans(draw, length: int, num_steps: int | SearchStrategy[int] = _STEPS):
             m = mdm_exact.exact_metrics(language, plan, 4)
             assert m.kl <= m.jensen_bound + 1e-12
     """
-    from .schedules import DeterministicPlan, FixedCountPlan, Schedule
-
     n = draw(_strategy(num_steps))
-    kind = draw(st.sampled_from(("linear", "cosine", "polynomial", "alpha", "fixed", "sets")))
+    kind = draw(st.sampled_from(
+        ("linear", "cosine", "polynomial", "alpha", "masses", "fixed", "sets")))
     if kind == "linear":
         return Schedule.linear(n)
     if kind == "cosine":
@@ -255,10 +339,12 @@ def plans(draw, length: int, num_steps: int | SearchStrategy[int] = _STEPS):
         return Schedule.polynomial(n, draw(st.sampled_from((0.5, 2.0, 3.0))))
     if kind == "alpha":
         return Schedule.from_alpha(draw(alpha_grids(n)))
+    if kind == "masses":
+        return draw(schedules(n))
     if kind == "fixed":
         return FixedCountPlan.even(length, n)
-    steps = draw(st.lists(st.integers(0, n - 1), min_size=length, max_size=length))
-    return DeterministicPlan([[j for j in range(length) if steps[j] == k] for k in range(n)])
+    steps = draw(arrays(np.int64, length, elements=st.integers(0, n - 1)))
+    return DeterministicPlan([np.flatnonzero(steps == k).tolist() for k in range(n)])
 
 
 def eps_learnings(max_value: float = 0.5) -> SearchStrategy[float]:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._utils import progress_bar
 from .exact import exact_metrics
 from .languages import Language, NGram, random_hmm, random_ngram
 from .sampling import Oracle, PerturbedOracle
@@ -359,13 +360,17 @@ CHECKS: tuple[tuple[str, Callable], ...] = (
 """The parts of the paper, each a function (quick, rng) -> list of ``Check``."""
 
 
-def verify(quick: bool = False, seed: int = 0, progress: Callable[[str], None] | None = None
-           ) -> list[Check]:
-    """Run every check; ``quick`` uses a smaller battery (under a minute on 2 cores)."""
+def verify(quick: bool = False, seed: int = 0, progress: bool = False) -> list[Check]:
+    """Run every check; ``quick`` uses a smaller battery (under a minute on 2 cores).
+    ``progress``: a tqdm bar over the parts of ``CHECKS`` on stderr (after 2 s)."""
     rng = np.random.default_rng(seed)
     out: list[Check] = []
-    for name, run in CHECKS:
-        if progress is not None:
-            progress(name)
-        out.extend(run(quick, rng))
+    names = [name for name, _ in CHECKS]
+    with progress_bar(progress, total=len(CHECKS), desc="verify", unit="part",
+                      postfix=names[0]) as bar:
+        for i, (_, run) in enumerate(CHECKS):
+            out.extend(run(quick, rng))
+            # the bar draws at an update, so it names the part that runs next
+            bar.set_postfix_str(names[i + 1] if i + 1 < len(names) else "", refresh=False)
+            bar.update()
     return out

@@ -43,6 +43,18 @@ def _json(**fields) -> str:
     return _file("lang.json", json.dumps(fields))
 
 
+def _plan(**fields) -> dict:
+    """A schedule plan dict (docs/cli.md, "Plan files") with ``fields`` changed."""
+    return {"format": "mdm_exact.plan/1", "kind": "schedule", "name": "s",
+            "masses": [{"mass": 0.5, "count": 2}], **fields}
+
+
+def _plan_file(data) -> str:
+    import json
+
+    return _file("plan.json", json.dumps(data))
+
+
 def _huge_npz() -> str:
     """An .npz whose header announces a (10^6, 10^6) float64 table (8 TB): only the header is
     written, so refusing it must not need the data."""
@@ -252,6 +264,80 @@ LIBRARY_ROWS: list[tuple] = [
      me.ArgumentError, "confidence"),
     ("wilson_interval confidence bool", lambda: me.estimate.wilson_interval(1, 2, True),
      me.ArgumentError, "confidence"),
+    # plan files (docs/cli.md): every refusal names the key
+    ("plan not a dict", lambda: me.plan_from_dict([1]), me.ArgumentTypeError, "dict"),
+    ("plan kind missing", lambda: me.plan_from_dict({"format": "mdm_exact.plan/1"}),
+     me.ArgumentError, "'kind' is missing"),
+    ("plan kind unknown", lambda: me.plan_from_dict(_plan(kind="sched")), me.ArgumentError,
+     "'kind' must be one of"),
+    ("plan wrong kind for class", lambda: me.FixedCountPlan.from_dict(_plan()),
+     me.ArgumentError, "'kind' must be 'fixed_count'"),
+    ("plan format missing", lambda: me.Schedule.from_dict(
+        {k: v for k, v in _plan().items() if k != "format"}), me.ArgumentError,
+     "'format' is missing"),
+    ("plan wrong version", lambda: me.plan_from_dict(_plan(format="mdm_exact.plan/2")),
+     me.ArgumentError, "'format' must be 'mdm_exact.plan/1'"),
+    ("plan masses missing", lambda: me.Schedule.from_dict(
+        {k: v for k, v in _plan().items() if k != "masses"}), me.ArgumentError,
+     "'masses' is missing"),
+    ("plan unknown key", lambda: me.plan_from_dict(_plan(alphas=[1, 0])), me.ArgumentError,
+     "'alphas' is not known"),
+    ("plan negative run count", lambda: me.plan_from_dict(
+        _plan(masses=[{"mass": 0.5, "count": -2}])), me.ArgumentError, "masses[0].count"),
+    ("plan run count bool", lambda: me.plan_from_dict(
+        _plan(masses=[{"mass": 1.0, "count": True}])), me.ArgumentTypeError, "masses[0].count"),
+    ("plan run without count", lambda: me.plan_from_dict(_plan(masses=[{"mass": 1.0}])),
+     me.ArgumentError, "'masses' entry 0"),
+    ("plan masses not summing to 1", lambda: me.plan_from_dict(
+        _plan(masses=[{"mass": 0.3, "count": 2}])), me.ArgumentError, "masses must sum to 1"),
+    ("plan masses negative", lambda: me.plan_from_dict(_plan(masses=[1.5, -0.5])),
+     me.ArgumentError, "masses must be >= 0"),
+    ("plan masses text", lambda: me.plan_from_dict(_plan(masses=["1"])),
+     me.ArgumentTypeError, "masses"),
+    ("plan masses not a list", lambda: me.plan_from_dict(_plan(masses=1.0)),
+     me.ArgumentTypeError, "'masses' must be a list"),
+    ("plan run count huge", lambda: me.plan_from_dict(
+        _plan(masses=[{"mass": 1e-15, "count": 10**15}])), me.BudgetError, "GiB"),
+    ("plan name not text", lambda: me.plan_from_dict(_plan(name=3)), me.ArgumentTypeError,
+     "'name'"),
+    ("plan negative count", lambda: me.plan_from_dict(
+        {"format": "mdm_exact.plan/1", "kind": "fixed_count", "counts": [2, -1]}),
+     me.ArgumentError, "'counts'"),
+    ("plan float count", lambda: me.plan_from_dict(
+        {"format": "mdm_exact.plan/1", "kind": "fixed_count", "counts": [2.0]}),
+     me.ArgumentTypeError, "'counts'"),
+    ("plan sets overlap", lambda: me.plan_from_dict(
+        {"format": "mdm_exact.plan/1", "kind": "deterministic", "sets": [[0, 1], [1]]}),
+     me.ArgumentError, "sets overlap"),
+    ("plan sets not lists", lambda: me.plan_from_dict(
+        {"format": "mdm_exact.plan/1", "kind": "deterministic", "sets": [0, 1]}),
+     me.ArgumentTypeError, "'sets' must be a list"),
+    ("plan unknown policy rule", lambda: me.plan_from_dict(
+        {"format": "mdm_exact.plan/1", "kind": "policy", "rule": "greedy"}),
+     me.ArgumentError, "'rule' must be one of"),
+    ("plan policy rule of another class", lambda: me.TopK.from_dict(me.Factor(1.0).to_dict()),
+     me.ArgumentError, "'rule' must be 'topk'"),
+    ("plan policy parameter missing", lambda: me.plan_from_dict(
+        {"format": "mdm_exact.plan/1", "kind": "policy", "rule": "threshold"}),
+     me.ArgumentError, "'tau' is missing"),
+    ("plan policy parameter out of range", lambda: me.plan_from_dict(
+        {**me.Threshold(0.5).to_dict(), "tau": 2.0}), me.ArgumentError, "tau must lie"),
+    ("plan policy block_length 0", lambda: me.plan_from_dict(
+        {**me.RandomTopK(2).to_dict(), "block_length": 0}), me.ArgumentError, "block_length"),
+    ("load_plan missing file", lambda: me.load_plan("/nonexistent/plan.json"),
+     me.MissingFileError, "/nonexistent/plan.json"),
+    ("load_plan invalid JSON", lambda: me.load_plan(_file("p.json", '{"kind": ')),
+     me.ArgumentError, "not valid JSON"),
+    ("load_plan not an object", lambda: me.load_plan(_file("p.json", "[1]")),
+     me.ArgumentError, "JSON object"),
+    ("load_plan bad plan names the file", lambda: me.load_plan(_plan_file(_plan(kind=None))),
+     me.ArgumentError, "plan.json"),
+    ("save_plan existing file", lambda: me.save_plan(me.Schedule.linear(2), _existing("p.json")),
+     me.ArgumentError, "already exists"),
+    ("save_plan not a plan", lambda: me.save_plan("linear", _file("d") + "/p.json"),
+     me.ArgumentTypeError, "plan must be"),
+    ("save_plan no directory", lambda: me.save_plan(me.Schedule.linear(2), "/nonexistent/p.json"),
+     me.ArgumentError, "/nonexistent"),
 ]
 
 # ----------------------------------------------------------------------------- theory rows
@@ -419,7 +505,7 @@ def _run_dir(width: int = 16, steps: int = 2) -> str:
     return out
 
 
-_TINY_TRAIN = ["--preset", "2-gram", "--length", "8", "--steps", "2", "--width", "16",
+_TINY_TRAIN = ["--preset", "2-gram", "--length", "8", "--train-steps", "2", "--width", "16",
                "--depth", "1", "--heads", "2", "--batch-size", "4", "--device", "cpu"]
 
 
@@ -517,6 +603,47 @@ CLI_ROWS: list[tuple] = [
     ("save-empty-name", ["language", "--preset", "2-gram", "--save", ""], "--save"),
     ("save-bad-suffix", lambda: ["language", "--preset", "2-gram", "--save",
                                  _file("d") + "/l.txt"], ".json or .npz"),
+    # plan files: --plan-file (exact, simulate) and bound --save
+    ("plan-file-with-steps", lambda: [*_SIM[:5], "--plan-file", _plan_file(_plan()),
+                                      "--steps", "2"], "--steps does not apply to --plan-file"),
+    ("plan-file-with-schedule", lambda: [*_SIM[:5], "--plan-file", _plan_file(_plan()),
+                                         "--schedule", "cosine"],
+     "--schedule does not apply to --plan-file"),
+    ("plan-file-with-alphas", lambda: [*_SIM[:5], "--plan-file", _plan_file(_plan()),
+                                       "--alphas", "1,0"], "--alphas does not apply"),
+    ("plan-file-with-fixed-count", lambda: [*_SIM[:5], "--plan-file", _plan_file(_plan()),
+                                            "--fixed-count", "2"], "--fixed-count does not"),
+    ("plan-file-with-policy", lambda: ["exact", "--preset", "2-gram", "--length", "2",
+                                       "--plan-file", _plan_file(_plan()), "--policy",
+                                       "threshold:0.5"], "--policy does not apply"),
+    ("plan-file-with-block-length", lambda: ["exact", "--preset", "2-gram", "--length", "2",
+                                             "--plan-file", _plan_file(_plan()),
+                                             "--block-length", "1"], "--block-length"),
+    ("plan-file-missing", ["exact", "--preset", "2-gram", "--length", "2", "--plan-file",
+                           "/nonexistent/plan.json"], "/nonexistent/plan.json"),
+    ("plan-file-directory", lambda: [*_SIM[:5], "--plan-file", _file("p.json")], "directory"),
+    ("plan-file-invalid-json", lambda: [*_SIM[:5], "--plan-file",
+                                        _file("p.json", '{"kind": "schedule", ')],
+     "not valid JSON"),
+    ("plan-file-wrong-version", lambda: [*_SIM[:5], "--plan-file",
+                                         _plan_file(_plan(format="mdm_exact.plan/9"))],
+     "'format'"),
+    ("plan-file-deterministic-wrong-length", lambda: [
+        "exact", "--preset", "2-gram", "--length", "3", "--plan-file", _plan_file(
+            {"format": "mdm_exact.plan/1", "kind": "deterministic", "sets": [[1], [0]]})],
+     "does not suit --length 3"),
+    ("plan-file-policy-block-too-long", lambda: [
+        "exact", "--preset", "2-gram", "--length", "2", "--plan-file",
+        _plan_file(me.Threshold(0.5, 4).to_dict())], "block_length"),
+    ("bound-save-existing", lambda: ["bound", "--n", "2", "--eps", "0.5", "--save",
+                                     _existing("a.json")], "already exists"),
+    ("bound-save-directory", lambda: ["bound", "--n", "2", "--eps", "0.5", "--save",
+                                      _file("a.json")], "directory"),
+    ("bound-save-no-parent", ["bound", "--n", "2", "--eps", "0.5", "--save",
+                              "/nonexistent/dir/a.json"], "/nonexistent/dir"),
+    ("bound-save-listing-budget", lambda: ["--max-memory", "1MB", "bound", "--n", "3", "--eps",
+                                           "0.05", "--schedule", "adaptive", "--save",
+                                           _file("d") + "/a.json"], "--save listing"),
     # figure
     ("figure-out-directory", lambda: ["figure", "fig1", "--out", _file("f.png")], "directory"),
     ("figure-out-existing", lambda: ["figure", "fig1", "--out", _existing("f.png")],
@@ -779,7 +906,7 @@ def test_cli_ctrl_c_during_train_leaves_a_consistent_run(tmp_path):
     checkpoint, if any was written, whole (mdm.pt holds the weights of mdm.resume.pt)."""
     torch = pytest.importorskip("torch")
     out = tmp_path / "run"
-    code, err = _interrupt(["train", "--preset", "2-gram", "--length", "8", "--steps",
+    code, err = _interrupt(["train", "--preset", "2-gram", "--length", "8", "--train-steps",
                             "100000", "--width", "16", "--depth", "1", "--heads", "2",
                             "--batch-size", "4", "--device", "cpu", "--out", str(out)],
                            b"train mdm")
@@ -894,9 +1021,12 @@ def _walk_numbers(value, key=""):
 
 
 _PROBABILITIES = {"ser", "total_mass", "p_e"}
-_NON_NEGATIVE = {"kl", "jensen_bound", "entropy", "log_ter_q", "gap", "gen_log_ppl",
-                 "jensen_bound_per_token", "theorem_4_4_lower_bound", "nats", "bits", "steps"}
-_MAY_BE_INFINITE = {"kl", "gen_log_ppl", "log_ter", "log_ter_q", "gap", "jensen_bound",
+_NON_NEGATIVE = {"kl", "kl_per_token", "log_ter_gap", "jensen_bound", "entropy",
+                 "entropy_per_token", "log_ter_q", "jensen_gap", "jensen_gap_per_token",
+                 "gen_log_ppl", "jensen_bound_per_token", "theorem_4_4_lower_bound",
+                 "nats_per_token", "bits_per_token", "steps"}
+_MAY_BE_INFINITE = {"kl", "kl_per_token", "log_ter_gap", "gen_log_ppl", "log_ter", "log_ter_q",
+                    "jensen_gap", "jensen_gap_per_token", "jensen_bound",
                     "jensen_bound_per_token"}
 
 

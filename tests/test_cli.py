@@ -33,12 +33,12 @@ def test_bound_json_matches_schedule_a_formula(capsys):
     m = math.ceil(4 * 2 * (1 - Fraction(1, 10)) ** 2 / Fraction(1, 10) ** 3)
     assert data["steps"] == m + 1 == 6481
     assert data["min_length"] == 99472  # Lemma B.12, docs/theory/lemma-b12.md
-    assert data["ter_bound"]["nats"] == pytest.approx(4 * 0.1 * math.log(8))
-    assert data["ter_bound"]["bits"] == pytest.approx(4 * 0.1 * 3)
-    alphas = np.array(data["alphas"])
-    assert alphas.size == data["steps"] + 1 and alphas[0] == 1 and alphas[-1] == 0
-    assert sum(r["count"] for r in data["masses"]) == data["steps"]
-    assert math.fsum(r["mass"] * r["count"] for r in data["masses"]) == pytest.approx(1, abs=1e-12)
+    assert data["log_ter_gap_bound"]["nats_per_token"] == pytest.approx(4 * 0.1 * math.log(8))
+    assert data["log_ter_gap_bound"]["bits_per_token"] == pytest.approx(4 * 0.1 * 3)
+    runs = data["plan"]["masses"]  # the plan-file format (docs/cli.md)
+    assert data["plan"]["kind"] == "schedule"
+    assert sum(r["count"] for r in runs) == data["steps"]
+    assert math.fsum(r["mass"] * r["count"] for r in runs) == pytest.approx(1, abs=1e-12)
 
 
 def test_bound_adaptive_and_text(capsys):
@@ -53,7 +53,7 @@ def test_bound_verify_reports_intervals(capsys):
     excess = data["verify"]["excess_per_token"]
     assert excess["low"] <= excess["value"] <= excess["high"]
     assert excess["value"] <= 4 * 0.1
-    assert data["verify"]["jensen_per_token"]["value"] > 0
+    assert data["verify"]["jensen_bound_per_token"]["value"] > 0
 
 
 @pytest.mark.parametrize(
@@ -152,7 +152,7 @@ def test_simulate_brackets_the_true_kl_on_a_bigram(capsys):
     data = run_json(capsys, "simulate", "--preset", "2-gram", "--length", "24", "--steps", "6",
                     "--samples", "300", "--kl-samples", "300")
     kl, jb = data["kl_per_token"], data["jensen_bound_per_token"]
-    floor = data["ser_lower_bound_per_token"]
+    floor = data["ser_kl_lower_bound_per_token"]
     assert data["kl_note"] is None
     assert kl["method"] == "exact per sample, monte-carlo over x" and kl["num_samples"] == 300
     assert floor["low"] <= kl["high"] and kl["low"] <= jb["high"]

@@ -24,9 +24,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mdm_exact import HMM, IntervalParity, NGram, preset, random_hmm, random_ngram
-from mdm_exact.exact import exact_metrics, output_distribution
+from mdm_exact.exact import exact_metrics, interval_parity_ser, output_distribution
 from mdm_exact.sampling import Oracle, PerturbedOracle
 from mdm_exact.schedules import DeterministicPlan, FixedCountPlan, Schedule
+from mdm_exact.theory.interval import oracle_ser
 
 MASK = -1
 TOL = 1e-10
@@ -302,7 +303,7 @@ def test_engine_matches_brute_force(joints, lang_name, plan_name, den_name):
     assert m.log_ter == pytest.approx((ref["entropy"] + ref["kl"]) / length, abs=TOL)
     assert m.log_ter_q == pytest.approx(ref["entropy"] / length, abs=TOL)
     assert m.jensen_bound == pytest.approx(jensen_ref, abs=TOL)
-    assert m.gap == pytest.approx(m.jensen_bound - m.kl, abs=1e-12)
+    assert m.jensen_gap == pytest.approx(m.jensen_bound - m.kl, abs=1e-12)
     assert m.kl <= m.jensen_bound + 1e-12
     if isinstance(plan, DeterministicPlan):
         assert m.kl == pytest.approx(m.jensen_bound, abs=1e-12)
@@ -435,7 +436,7 @@ def test_kl_below_jensen_bound_and_matches_brute_force(case):
     assert -1e-12 <= m.ser <= 1.0 + 1e-12
     assert m.kl >= -1e-12
     assert m.kl <= m.jensen_bound + 1e-12
-    assert m.gap >= -1e-12
+    assert m.jensen_gap >= -1e-12
     if isinstance(plan, DeterministicPlan):
         assert m.kl == pytest.approx(m.jensen_bound, abs=1e-12)
     joint = brute_joint(lang, length)
@@ -526,6 +527,85 @@ def test_interval_parity_closed_form_non_uniform():
     schedule = Schedule.cosine(4)
     valid = interval_valid_probability(schedule.masses, 3)
     assert exact_metrics(lang, schedule, 6).ser == pytest.approx(1.0 - valid**2, abs=1e-12)
+
+
+def biased_parity_denoiser(interval: int, bias: float):
+    """Batched token-level model of Example C.7: a pair bit shared with a revealed partner is
+    copied, an undetermined one is drawn 1 with probability ``bias`` (1/2: the oracle)."""
+    v = 2 ** (interval - 1)
+
+    def bit_index(a: int, b: int) -> int:  # 0-based bit of 1-based position a shared with b
+        return b - 2 if a < b else b - 1
+
+    def denoise(x):
+        out = np.zeros((*x.shape, v))
+        for r, row in enumerate(x):
+            for pos, tok in enumerate(row):
+                if tok >= 0:
+                    out[r, pos, tok] = 1.0
+                    continue
+                base, a = pos - pos % interval, pos % interval + 1
+                for cand in range(v):
+                    pr = 1.0
+                    for b in range(1, interval + 1):
+                        if b == a:
+                            continue
+                        bit = (cand >> bit_index(a, b)) & 1
+                        partner = int(row[base + b - 1])
+                        if partner >= 0:
+                            pr *= float(bit == (partner >> bit_index(b, a)) & 1)
+                        else:
+                            pr *= bias if bit else 1.0 - bias
+                    out[r, pos, cand] = pr
+        return out
+
+    return denoise
+
+
+def parity_ser_fraction(masses, interval: int, length: int, p_e: Fraction) -> Fraction:
+    """1 - E[(1 - p_e)^#same-step pairs]^(L/l), every step choice of one interval enumerated."""
+    ps = [Fraction(m) for m in masses]
+    valid = Fraction(0)
+    for steps in itertools.product(range(len(ps)), repeat=interval):
+        pairs = sum(steps[a] == steps[b] for a, b in itertools.combinations(range(interval), 2))
+        valid += math.prod((ps[k] for k in steps), start=Fraction(1)) * (1 - p_e) ** pairs
+    return 1 - valid ** (length // interval)
+
+
+@pytest.mark.parametrize("masses", [[0.5, 0.5], [0.25, 0.125, 0.625], [1.0]])
+@pytest.mark.parametrize("length", [3, 6])
+def test_interval_parity_ser_of_the_oracle(masses, length):
+    """Against the token-level exact engine, the enumeration in rationals and the theory
+    engine (``oracle_ser``)."""
+    schedule = Schedule(masses)
+    got = interval_parity_ser(3, length, schedule)
+    want = float(parity_ser_fraction(masses, 3, length, Fraction(1, 2)))
+    assert got == pytest.approx(want, rel=1e-13, abs=1e-15)
+    assert got == pytest.approx(exact_metrics(IntervalParity(3), schedule, length).ser, abs=1e-12)
+    assert got == oracle_ser(schedule, 3, length, p_e=0.5)
+
+
+@pytest.mark.parametrize("eps", [1 / 128, 0.0625, 0.25])
+def test_interval_parity_ser_of_the_worst_model(eps):
+    """eps_learning > 0: pair bits biased by eta = sqrt(eps / 2) make a same-step pair err with
+    probability 2 (1/2 + eta)(1/2 - eta) = 1/2 - eps; checked against the enumeration with
+    p_e = 1/2 - eps in rationals and against the token-level engine with that biased model."""
+    masses, length = [0.25, 0.125, 0.625], 6
+    schedule = Schedule(masses)
+    got = interval_parity_ser(3, length, schedule, eps_learning=eps)
+    want = parity_ser_fraction(masses, 3, length, Fraction(1, 2) - Fraction(eps))
+    assert got == pytest.approx(float(want), rel=1e-13)
+    model = biased_parity_denoiser(3, 0.5 + math.sqrt(eps / 2))
+    token_level = exact_metrics(IntervalParity(3), schedule, length, model).ser
+    assert got == pytest.approx(token_level, abs=1e-12)
+    assert got < interval_parity_ser(3, length, schedule)  # fewer errors than the oracle
+
+
+def test_interval_parity_ser_of_a_deterministic_plan():
+    plan = DeterministicPlan([[0, 1, 3], [2, 4, 5]])  # 1 pair in each interval: 1 - (1/2)^2
+    assert interval_parity_ser(3, 6, plan) == pytest.approx(0.75, abs=1e-15)
+    assert interval_parity_ser(3, 6, plan) == pytest.approx(
+        exact_metrics(IntervalParity(3), plan, 6).ser, abs=1e-12)
 
 
 # ------------------------------------------------------------------------------ item 5

@@ -102,7 +102,7 @@ def test_coverage_cases_are_informative():
     assert ms["bigram-linear2"].ser > 0.05
     assert ms["hmm-fixed"].ser == 0.0
     assert math.isfinite(ms["full-cosine3"].gen_log_ppl)
-    assert all(m.gap > 1e-4 for m in ms.values())
+    assert all(m.jensen_gap > 1e-4 for m in ms.values())
 
 
 # ------------------------------------------------------------------------------ estimators
@@ -115,14 +115,34 @@ def test_sequence_error_rate_counts_and_wilson():
     bad = np.tile([bad_pair[0], bad_pair[1], 0], (3, 1))
     est = sequence_error_rate(lang, np.vstack([good, bad]))
     assert est.value == pytest.approx(0.3)
-    z = stats.norm.ppf(0.975)
-    n, p = 10, 0.3
-    center = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    assert est.low == pytest.approx(center - half, abs=1e-12)
-    assert est.high == pytest.approx(center + half, abs=1e-12)
+    for confidence in (0.95, 0.99, 0.5):
+        est = sequence_error_rate(lang, np.vstack([good, bad]), confidence=confidence)
+        ci = stats.binomtest(3, 10).proportion_ci(confidence_level=confidence, method="wilson")
+        assert est.low == pytest.approx(ci.low, abs=1e-12)
+        assert est.high == pytest.approx(ci.high, abs=1e-12)
+        assert est.num_samples == 10 and est.confidence == confidence
     wide = sequence_error_rate(lang, np.vstack([good, bad]), confidence=0.99)
-    assert wide.low < est.low and wide.high > est.high
+    narrow = sequence_error_rate(lang, np.vstack([good, bad]), confidence=0.95)
+    assert wide.low < narrow.low and wide.high > narrow.high
+
+
+@pytest.mark.parametrize("trials", [1, 2, 7, 50, 1000])
+@pytest.mark.parametrize("confidence", [0.5, 0.9, 0.95, 0.999])
+def test_wilson_interval_matches_scipy_and_the_score_equation(trials, confidence):
+    """Against ``scipy.stats.binomtest(k, n).proportion_ci(method="wilson")``, and each inner
+    endpoint e solves the score equation (k/n - e)^2 = z^2 e (1 - e) / n."""
+    z = stats.norm.ppf(0.5 + confidence / 2)
+    for k in sorted({0, 1, trials // 3, trials // 2, trials - 1, trials}):
+        est = wilson_interval(k, trials, confidence)
+        ci = stats.binomtest(k, trials).proportion_ci(confidence_level=confidence,
+                                                      method="wilson")
+        assert est.value == k / trials and est.num_samples == trials
+        assert est.low == pytest.approx(ci.low, abs=1e-12)
+        assert est.high == pytest.approx(ci.high, abs=1e-12)
+        assert 0.0 <= est.low <= k / trials <= est.high <= 1.0
+        for end in (est.low, est.high):
+            assert (k / trials - end) ** 2 == pytest.approx(z * z * end * (1 - end) / trials,
+                                                            rel=1e-9, abs=1e-15)
 
 
 def test_wilson_edges_contain_zero_and_one():

@@ -167,7 +167,7 @@ def test_exact_metrics_with_tiny_language_entries_are_finite():
                    for x, lq in joint.items() if lq > -math.inf)
     m = me.exact_metrics(lang, me.DeterministicPlan([[0, 1, 2]]), 3)
     assert m.kl == pytest.approx(kl, rel=1e-9, abs=1e-15)
-    for value in (m.kl, m.jensen_bound, m.gap, m.entropy, m.gen_log_ppl):
+    for value in (m.kl, m.jensen_bound, m.jensen_gap, m.entropy, m.gen_log_ppl):
         assert math.isfinite(value) and value >= 0
 
 
@@ -187,7 +187,7 @@ def test_exact_engine_log_space_when_products_underflow():
         assert m.kl == pytest.approx(truth, rel=1e-12)
         assert m.ser == 0.0 and m.total_mass == pytest.approx(1.0, abs=1e-12)
         assert m.jensen_bound == pytest.approx(truth, rel=1e-12)
-        assert 0 <= m.gap <= 1e-9
+        assert 0 <= m.jensen_gap <= 1e-9
 
 
 # ------------------------------------------------------------------------------ item 3
@@ -220,7 +220,7 @@ def _plans(length: int):
 
 def _in_domain(m: me.ExactMetrics) -> None:
     fields = m.as_dict()
-    for key in ("kl", "log_ter", "log_ter_q", "gen_log_ppl", "ser", "jensen_bound", "gap",
+    for key in ("kl", "log_ter", "log_ter_q", "gen_log_ppl", "ser", "jensen_bound", "jensen_gap",
                 "entropy", "total_mass"):
         assert not math.isnan(fields[key]), key
         assert fields[key] >= 0, (key, fields[key])
@@ -248,9 +248,9 @@ class _ZeroingDenoiser:
 def test_every_exact_field_in_its_domain_over_a_scan():
     """486 configurations (random n-grams and HMMs with exact zeros, one-state HMMs, six plans,
     the oracle, a perturbed oracle and a denoiser with exact zeros): every field in its domain;
-    the exact zeros come out as 0.0 (one token per step with the oracle: KL, Jensen bound, gap
-    and SER; a one-state HMM with the oracle: SER, since tokens are independent and the oracle
-    never leaves the support)."""
+    the exact zeros come out as 0.0 (one token per step with the oracle: KL, Jensen bound,
+    Jensen gap and SER; a one-state HMM with the oracle: SER, since tokens are independent and
+    the oracle never leaves the support)."""
     rng = np.random.default_rng(2026)
     count = 0
     with warnings.catch_warnings():
@@ -267,7 +267,7 @@ def test_every_exact_field_in_its_domain_over_a_scan():
                     _in_domain(m)
                     count += 1
                     if den is None and plan_name == "one-at-a-time":
-                        assert (m.kl, m.jensen_bound, m.gap, m.ser) == (0.0, 0.0, 0.0, 0.0)
+                        assert (m.kl, m.jensen_bound, m.jensen_gap, m.ser) == (0.0, 0.0, 0.0, 0.0)
                     if den is None and kind == "one-state":
                         assert m.ser == 0.0
     assert count == 27 * 3 * 6

@@ -314,7 +314,7 @@ def test_exact_metrics_under_a_policy(ref, bigram):
     ser = sum(v for x, v in p.items() if joint[x] == 0)
     assert m.kl == pytest.approx(kl, abs=1e-12)
     assert m.ser == pytest.approx(ser, abs=1e-12)
-    assert m.jensen_bound is None and m.gap is None
+    assert m.jensen_bound is None and m.jensen_gap is None
     assert json.loads(json.dumps(m.as_dict()))["jensen_bound"] is None
 
 
@@ -580,7 +580,7 @@ def test_cli_exact_with_a_policy(capsys, bigram, tmp_path):
     data = json.loads(out)
     m = exact_metrics(bigram, Factor(1.0, 2), 4)
     assert data["kl"] == pytest.approx(m.kl, abs=1e-12) and data["ser"] == pytest.approx(m.ser)
-    assert data["jensen_bound"] is None and data["gap"] is None
+    assert data["jensen_bound"] is None and data["jensen_gap"] is None
     code, out, _ = run_cli(capsys, "exact", "--language", str(path), "--length", "4",
                            "--policy", "threshold:0.5")
     assert code == 0 and "n/a" in out

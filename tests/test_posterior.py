@@ -21,14 +21,17 @@ from hypothesis import strategies as st
 from mdm_exact import (
     HMM,
     MASK,
+    ArgumentError,
+    ArgumentTypeError,
     IntervalParity,
+    Language,
     in_support,
     log_prob,
     posterior,
     posterior_marginals,
     preset,
 )
-from mdm_exact.posterior import _chain
+from mdm_exact.posterior import HMMArrays, IntervalParityArrays, NGramArrays, _chain
 from mdm_exact.testing import hmms, interval_parity, masked_sequences, ngrams
 
 MAX_CELLS = 729
@@ -118,8 +121,85 @@ def test_every_partial_sequence_matches_enumeration(ref, request, name):
 
 
 def test_fixtures_exercise_both_hmm_kernels(zero_hmm, sparse_hmm):
-    assert _chain(zero_hmm).dense.shape == (3, 3)
-    assert _chain(sparse_hmm).dense.shape == (0, 0)
+    assert _chain(zero_hmm.chain_arrays).dense.shape == (3, 3)
+    assert _chain(sparse_hmm.chain_arrays).dense.shape == (0, 0)
+
+
+@pytest.mark.parametrize("implementation", ["auto", "sparse", "dense"])
+@pytest.mark.parametrize("name", ["bigram", "trigram", "zero_hmm", "sparse_hmm", "parity3"])
+def test_chain_arrays_alone_match_enumeration(ref, request, name, implementation):
+    """The engine run on the arrays a language hands it (no language object), with every
+    implementation (an n-gram's dense HMM view included), on every partial sequence."""
+    language = request.getfixturevalue(name)
+    length = 3 if name == "parity3" else 4
+    x = np.array(list(itertools.product(range(MASK, language.vocab_size), repeat=length)))
+    arrays = language.chain_arrays
+    assert type(arrays) is {"bigram": NGramArrays, "trigram": NGramArrays,
+                            "parity3": IntervalParityArrays}.get(name, HMMArrays)
+    joint = ref.joint(language, length)
+    assert_matches_brute_force(ref, arrays, x, joint)
+    post = posterior(arrays, x, implementation=implementation)
+    for b, row in enumerate(x):
+        marg = ref.condition(joint, row)[1]
+        assert post.valid[b] == (marg is not None)
+        if marg is not None:
+            np.testing.assert_allclose(post.marginals[b], marg, rtol=0, atol=1e-12)
+
+
+class _CycleLanguage(Language):
+    """A language known to the engine only through ``as_hmm`` (the default ``chain_arrays``):
+    a deterministic cycle 0 -> 1 -> 2 -> 0 over 3 tokens, started uniformly."""
+
+    kind = "cycle"
+    vocab_size = 3
+    sample = joint = entropy = to_dict = None
+
+    def as_hmm(self) -> HMM:
+        return HMM(np.full(3, 1 / 3), np.roll(np.eye(3), 1, axis=1), np.eye(3))
+
+
+class _Handle:
+    """Not a Language at all: the engine reads any object's ``chain_arrays``."""
+
+    def __init__(self, arrays):
+        self.chain_arrays = arrays
+
+
+def test_any_object_handing_chain_arrays_is_a_language(bigram):
+    cycle = _CycleLanguage()
+    assert isinstance(cycle.chain_arrays, HMMArrays)
+    assert cycle.chain_arrays is cycle.chain_arrays  # built once
+    post = posterior(cycle, [[MASK, 2, MASK]])
+    np.testing.assert_array_equal(post.marginals[0], [[0, 1, 0], [0, 0, 1], [1, 0, 0]])
+    assert post.log_evidence[0] == pytest.approx(math.log(1 / 3), abs=1e-15)
+    assert log_prob(cycle, [[0, 2, MASK]])[0] == -np.inf
+    x = np.array([[0, MASK, 1], [MASK, MASK, 2]])
+    for source in (_Handle(bigram.chain_arrays), bigram.chain_arrays):
+        np.testing.assert_array_equal(log_prob(source, x), log_prob(bigram, x))
+        np.testing.assert_array_equal(in_support(source, x), in_support(bigram, x))
+
+
+def test_chain_arrays_are_validated():
+    with pytest.raises(ArgumentError, match=r"^transition is not stochastic: row \(1,\)"):
+        HMMArrays([1.0, 0.0], [[1.0, 0.0], [0.5, 0.6]], [[1.0], [1.0]])
+    with pytest.raises(ArgumentError, match=r"^emission must have shape \(K, V\)"):
+        HMMArrays([1.0], [[1.0]], [1.0])
+    with pytest.raises(ArgumentError, match=r"^initial has a negative entry"):
+        NGramArrays([1.5, -0.5], [[0.5, 0.5], [0.5, 0.5]])
+    with pytest.raises(ArgumentError, match=r"^transition must have shape \(V,\)\*n"):
+        NGramArrays([1.0], [1.0])
+    with pytest.raises(ArgumentError, match=r"^initial must have shape \(V,\)\*\(n-1\)"):
+        NGramArrays([[0.5, 0.5]], [[0.5, 0.5], [0.5, 0.5]])
+    with pytest.raises(ArgumentError, match="interval must be <= 16"):
+        IntervalParityArrays(17)
+    arrays = NGramArrays([0.5, 0.5], [[0.5, 0.5], [0.5, 0.5]])
+    assert not arrays.transition.flags.writeable and arrays.order == 2
+
+
+def test_implementation_is_checked_for_every_language(parity3, bigram):
+    for language in (parity3, bigram):
+        with pytest.raises(ArgumentError, match="implementation must be one of"):
+            posterior(language, [[MASK, MASK, MASK]], implementation="fast")
 
 
 # ------------------------------------------------------------------------- exact rationals
@@ -269,8 +349,9 @@ def test_tokens_outside_vocabulary_are_refused(request, name, where):
 def test_non_integer_tokens_are_refused(bigram):
     with pytest.raises(TypeError, match="x must hold integer tokens"):
         posterior(bigram, np.array([[0.5, 1.0]]))
-    with pytest.raises(TypeError, match="language"):
-        posterior("bigram", np.array([[0, 1]]))
+    for fn in (posterior, log_prob, in_support):
+        with pytest.raises(ArgumentTypeError, match="^language must be an mdm_exact Language"):
+            fn("bigram", np.array([[0, 1]]))
 
 
 def test_interval_parity_length_must_be_a_multiple(parity3):

@@ -227,6 +227,42 @@ def test_sample_argument_errors():
         Oracle("3-gram")
 
 
+@pytest.mark.parametrize("off", [3e-7, -9e-7, 1e-9])
+def test_call_denoiser_renormalises_rows_slightly_off(off):
+    """Rows whose sums are off 1 by less than DENOISER_ATOL = 1e-6 come back divided by their
+    own sums (float32 outputs included), the read-only input untouched."""
+    rng = np.random.default_rng(0)
+    base = rng.dirichlet(np.ones(3), size=(2, 4))
+    scale = 1.0 + off * rng.uniform(0.2, 1.0, size=(2, 4, 1))
+    rows = base * scale
+    x = np.full((2, 4), MASK)
+    x[0, 1] = 2
+    seen = []
+
+    def denoiser(view):
+        seen.append(view.flags.writeable)
+        return rows
+
+    out = call_denoiser(denoiser, x, 3)
+    assert seen == [False] and x[0, 1] == 2
+    assert out.dtype == np.float64 and out.shape == (2, 4, 3)
+    np.testing.assert_array_equal(out, rows / rows.sum(axis=-1, keepdims=True))
+    np.testing.assert_allclose(out.sum(axis=-1), 1.0, rtol=0, atol=4e-16)
+    single = call_denoiser(lambda v: rows.astype(np.float32), x, 3)
+    wide = rows.astype(np.float32).astype(np.float64)
+    np.testing.assert_array_equal(single, wide / wide.sum(axis=-1, keepdims=True))
+
+
+@pytest.mark.parametrize("off", [2e-6, -1e-5, 0.5, -1.0])
+def test_call_denoiser_refuses_rows_further_off(off):
+    """Off by more than 1e-6 (an all-zero row at -1): refused in one line naming the row."""
+    rows = np.full((1, 3, 2), 0.5)
+    rows[0, 2] *= 1.0 + off
+    with pytest.raises(ValueError, match=r"row \(0, 2\) sums to") as err:
+        call_denoiser(lambda v: rows, np.full((1, 3), MASK), 2)
+    assert "\n" not in str(err.value)
+
+
 # ------------------------------------------------------------------------------ denoisers
 
 

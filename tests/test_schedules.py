@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -106,6 +107,49 @@ def test_from_alpha_grid_property(cuts, tail):
     np.testing.assert_allclose(Schedule.from_alpha(s.alphas).masses, s.masses, atol=1e-12)
     survive = np.concatenate([[1.0], np.cumprod(1 - s.hazards)[:-1]])
     np.testing.assert_allclose(s.hazards * survive, s.masses, rtol=0, atol=1e-12)
+
+
+def _paper_masses(alpha_values) -> list[Fraction]:
+    """Generation-order masses from alpha(t_0..t_N) in the paper's indexing
+    (docs/theory/labels.md): paper step i runs t_i -> t_{i-1} and reveals
+    p_i = alpha(t_{i-1}) - alpha(t_i); the sampler executes i = N first, so generation step k
+    is paper step i = N - k + 1, and a tail alpha(t_N) > 0 joins the last executed step (i = 1)."""
+    a = [Fraction(v) for v in alpha_values]
+    n = len(a) - 1
+    paper = {i: a[i - 1] - a[i] for i in range(1, n + 1)}
+    paper[1] += a[n]
+    return [paper[n - k + 1] for k in range(1, n + 1)]
+
+
+@pytest.mark.parametrize("grid", [
+    [1.0, 0.5, 0.0],
+    [1.0, 0.75, 0.75, 0.125, 0.0],
+    [1.0, 0.875, 0.5, 0.25],  # alpha(1) = 1/4 > 0: revealed at the last step
+    [1.0, 0.0, 0.0, 0.0],  # everything at paper step 1 = the last executed step
+    [1.0, 1.0, 1.0, 0.0],  # everything at paper step N = the first executed step
+])
+def test_from_alpha_grid_in_exact_rationals(grid):
+    want = _paper_masses(grid)
+    got = Schedule.from_alpha(grid).masses
+    assert [Fraction(float(m)) for m in got] == want  # dyadic grids: no rounding anywhere
+
+
+@pytest.mark.parametrize("num_steps", [1, 3, 8])
+@pytest.mark.parametrize("name,alpha", [
+    ("linear", lambda t: 1 - t),
+    ("polynomial:3", lambda t: 1 - t**3),
+    ("cosine", lambda t: math.cos(math.pi * t / 2)),
+    ("loglinear:0.25", lambda t: 1 - (1 - 0.25) * t),
+])
+def test_named_families_follow_the_paper_indexing(num_steps, name, alpha):
+    """alpha evaluated here on t_i = i/N (Fractions where alpha is polynomial)."""
+    values = [alpha(Fraction(i, num_steps)) if name != "cosine" else alpha(i / num_steps)
+              for i in range(num_steps + 1)]
+    want = [float(m) for m in _paper_masses(values)]
+    np.testing.assert_allclose(Schedule.named(name, num_steps).masses, want, rtol=0, atol=1e-15)
+    callable_alpha = Schedule.from_alpha(lambda t: np.array([float(alpha(x)) for x in t]),
+                                         num_steps)
+    np.testing.assert_allclose(callable_alpha.masses, want, rtol=0, atol=1e-15)
 
 
 def test_named():
@@ -248,10 +292,13 @@ def test_deterministic_plan():
 
 
 def test_to_dict():
-    assert Schedule([0.25, 0.75], "x").to_dict() == {"kind": "schedule", "name": "x",
-                                                      "masses": [0.25, 0.75]}
-    assert FixedCountPlan([1, 2]).to_dict() == {"kind": "fixed_count", "counts": [1, 2]}
-    assert DeterministicPlan([[1], [0]]).to_dict() == {"kind": "deterministic",
+    fmt = "mdm_exact.plan/1"  # the plan-file format (docs/cli.md); round trips: test_plan_files
+    assert Schedule([0.25, 0.75], "x").to_dict() == {
+        "format": fmt, "kind": "schedule", "name": "x",
+        "masses": [{"mass": 0.25, "count": 1}, {"mass": 0.75, "count": 1}]}
+    assert FixedCountPlan([1, 2]).to_dict() == {"format": fmt, "kind": "fixed_count",
+                                                "counts": [1, 2]}
+    assert DeterministicPlan([[1], [0]]).to_dict() == {"format": fmt, "kind": "deterministic",
                                                         "sets": [[1], [0]]}
 
 

@@ -8,15 +8,18 @@ device, sizes) for the CLI to print.
 from __future__ import annotations
 
 import argparse
+import sys
 
 from .._io import input_file, output_dir, print_json
 from ..errors import ArgumentError
 from ..languages import PRESETS, load_language, preset
-from .evaluate import evaluate_run
+from .evaluate import columns_legend, evaluate_run
 from .model import KINDS, ModelConfig, resolve_device
 from .train import TrainConfig, train
 
 DEFAULT_STEPS = "8,16,32,64"
+
+DEFAULT_TRAIN_STEPS = 3000
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,7 +32,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sequence length L, also the model's context (default 64)")
     parser.add_argument("--kind", choices=KINDS, default="mdm",
                         help="mdm: masked diffusion denoiser; ar: autoregressive baseline")
-    parser.add_argument("--steps", type=int, default=3000, help="optimizer steps (default 3000)")
+    parser.add_argument("--train-steps", type=int, default=None, metavar="N",
+                        help=f"optimizer steps (default {DEFAULT_TRAIN_STEPS})")
+    parser.add_argument("--steps", type=int, default=None, metavar="N",
+                        help="deprecated alias of --train-steps, removed in the next release")
     parser.add_argument("--out", required=True, metavar="DIR",
                         help="run directory (created; an existing run of this kind resumes)")
     parser.add_argument("--seed", type=int, default=0, help="data, masks and init seed")
@@ -42,15 +48,28 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
 
 
+def _train_steps(args: argparse.Namespace) -> int:
+    """``--train-steps``, or the value of its deprecated alias ``--steps`` with a warning."""
+    if args.steps is None:
+        return DEFAULT_TRAIN_STEPS if args.train_steps is None else args.train_steps
+    if args.train_steps is not None:
+        raise ArgumentError(f"give --train-steps only, not also its deprecated alias --steps "
+                            f"(got --train-steps {args.train_steps} and --steps {args.steps})")
+    print(f"mdm-exact: warning: train --steps is deprecated, use --train-steps {args.steps}",
+          file=sys.stderr, flush=True)
+    return args.steps
+
+
 def run_train(args: argparse.Namespace) -> int:
     """Train (or resume) and print where the run went."""
+    steps = _train_steps(args)
     out = output_dir("--out", args.out)
     device = resolve_device(args.device)
     language = (preset(args.preset) if args.preset is not None
                 else load_language(input_file("--language", args.language)))
     model_config = ModelConfig(args.kind, language.vocab_size, args.length, width=args.width,
                                depth=args.depth, heads=args.heads)
-    train_config = TrainConfig(args.length, steps=args.steps, batch_size=args.batch_size,
+    train_config = TrainConfig(args.length, steps=steps, batch_size=args.batch_size,
                                lr=args.lr, seed=args.seed)
     result = train(language, model_config, train_config, out, device=device)
     tail = result.losses[-min(100, result.losses.size):]
@@ -73,7 +92,9 @@ def _steps_list(text: str) -> list[int]:
 
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``mdm-exact evaluate``."""
+    """Options of ``mdm-exact evaluate``; its ``--help`` ends with the legend of the table."""
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = "columns of the table:\n" + columns_legend(79)
     parser.add_argument("run", metavar="RUN_DIR", help="a directory written by mdm-exact train")
     parser.add_argument("--steps", default=DEFAULT_STEPS,
                         help=f"sampling steps N, comma-separated (default {DEFAULT_STEPS})")

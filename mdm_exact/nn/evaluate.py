@@ -23,22 +23,54 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from .._io import read_json_object
-from .._utils import MASK, as_rng, check_memory, check_positive_int
+from .._utils import (
+    MASK,
+    as_rng,
+    check_memory,
+    check_positive_int,
+    kl_divergence,
+    progress_bar,
+)
 from ..errors import ArgumentError, MissingFileError
 from ..estimate import Estimate, mean_interval
 from ..languages import Language
 from ..metrics import generative_log_perplexity, sequence_error_rate
 from ..posterior import posterior_marginals
-from ..sampling import Denoiser, Oracle, call_denoiser, kl_rows
+from ..sampling import Denoiser, Oracle, call_denoiser
 from ..schedules import Schedule
 from .sample import Generation, TorchDenoiser, autoregressive, ddpm_cache
 from .train import LANGUAGE_FILE, load_model
 
 DEFAULT_TIMES = (0.1, 0.3, 0.5, 0.7, 0.9)
 """Masking levels t at which the learning error is measured."""
+
+COLUMNS = (
+    ("steps", "N, the schedule's sampling steps (L for ar, one token per step)"),
+    ("model", "mdm = the trained network; oracle = the exact q(x_i | x_t), same seed and reveal "
+              "steps; ar = the autoregressive baseline"),
+    ("NFE", "network calls per sequence of ddpm, which calls at every step (= N)"),
+    ("NFE cache (E)", "mean network calls per sequence of ddpm_cache, which calls only after a "
+                      "step that revealed something; (E) = its expectation "
+                      "sum_k 1 - (1 - p^(k))^L"),
+    ("gen log-ppl", "E_p[-log q(x)] / L in nats/token over all samples, 95% t interval; inf as "
+                    "soon as one sample lies outside supp q"),
+    ("valid-only", "the same over the samples inside supp q only: finite, but biased (it "
+                   "ignores the SER mass, where -log q = inf); n/a below 2 such samples"),
+    ("SER", "sequence error rate (eq. 5): the share of samples outside supp q, 95% Wilson "
+            "interval"),
+)
+"""The columns of the ``evaluate`` table and what they mean (its legend and ``--help``)."""
+
+
+def columns_legend(width: int = 96) -> str:
+    """``COLUMNS`` as an indented legend wrapped to ``width`` characters."""
+    import textwrap
+
+    pad = max(len(name) for name, _ in COLUMNS) + 4
+    return "\n".join(textwrap.fill(text, width, initial_indent=f"  {name:<{pad - 2}}",
+                                   subsequent_indent=" " * pad) for name, text in COLUMNS)
 
 LEARNING_ERROR_SEQUENCES = 256
 """Sequences x ~ q drawn per t for the learning error."""
@@ -107,7 +139,7 @@ def learning_error(
         xt = np.where(masked, MASK, x)
         q = posterior_marginals(language, xt)
         p = call_denoiser(denoiser, xt, language.vocab_size)
-        kl = kl_rows(q, p)[masked]
+        kl = kl_divergence(q, p)[masked]
         pooled.append(kl)
         per_time.append(LearningErrorAtTime(t, *_summary(kl)))
     return LearningError(tuple(per_time), *_summary(np.concatenate(pooled)))
@@ -215,6 +247,7 @@ class Evaluation:
                 f"{_interval(r.gen_log_ppl):>24} {_interval(r.gen_log_ppl_valid):>24} "
                 f"{_interval(r.ser):>24}"
             )
+        lines += ["", "columns:", columns_legend()]
         return "\n".join(lines)
 
 
@@ -247,7 +280,8 @@ def evaluate(
     """Score ``mdm`` and the Oracle with ddpm_cache on ``Schedule.named(schedule, N)`` for each N
     in ``steps``, ``ar`` left to right, and ``mdm``'s learning error; all reproducible from
     ``seed``. Without ``mdm``, only the AR row (and no Oracle rows) is produced. ``progress``
-    shows a tqdm bar over the rows on stderr.
+    shows a tqdm bar on stderr (after 2 s) counting the sampling steps of every row, the
+    learning error's masking levels and the entropy rate.
 
     Refused before any work when a row would exceed the memory budget: the plan of N steps
     (a few float64 arrays of N + 1 entries) and the samples with their (num, L, V) probabilities.
@@ -266,30 +300,58 @@ def evaluate(
         jobs.append((length, "ar"))
     rows = []
     oracle = Oracle(language) if mdm is not None else None
-    for n, name in tqdm(jobs, disable=not progress, delay=2, desc="evaluate", leave=False):
-        if name == "ar":
-            gen = autoregressive(ar, language, length, num,
-                                 np.random.default_rng([seed, _AR_STREAM]))
-            rows.append(_score(language, gen, length, "ar", length))
-            continue
-        plan = Schedule.named(schedule, n)
-        rng = np.random.default_rng([seed, _SCHEDULE_STREAM, n])
-        gen = ddpm_cache(mdm if name == "mdm" else oracle, language, plan, length, num, rng)
-        rows.append(_score(language, gen, n, name, plan.expected_nfe(length)))
-    le = None
-    if mdm is not None:
-        le = learning_error(language, mdm, length, num_sequences=learning_error_sequences,
-                            rng=np.random.default_rng([seed, _LEARNING_STREAM]))
+    # Bar units: the N steps of each row (L for AR), one per masking level, one for H(q).
+    sizes = [length if name == "ar" else n for n, name in jobs]
+    total = sum(sizes) + (len(DEFAULT_TIMES) if mdm is not None else 0) + 1
+    done = 0
+    with progress_bar(progress, total=total, desc="evaluate", unit="step") as bar:
+        for (n, name), size in zip(jobs, sizes, strict=True):
+            bar.set_postfix_str(f"{name} N={size}", refresh=False)
+            if name == "ar":
+                gen = autoregressive(_Counted(ar, bar), language, length, num,
+                                     np.random.default_rng([seed, _AR_STREAM]))
+                rows.append(_score(language, gen, length, "ar", length))
+            else:
+                plan = Schedule.named(schedule, n)
+                rng = np.random.default_rng([seed, _SCHEDULE_STREAM, n])
+                den = _Counted(mdm if name == "mdm" else oracle, bar)
+                gen = ddpm_cache(den, language, plan, length, num, rng)
+                rows.append(_score(language, gen, n, name, plan.expected_nfe(length)))
+            done += size
+            bar.update(done - bar.n)  # the empty steps made no call
+        le = None
+        if mdm is not None:
+            bar.set_postfix_str("learning error", refresh=False)
+            le = learning_error(language, _Counted(mdm, bar), length,
+                                num_sequences=learning_error_sequences,
+                                rng=np.random.default_rng([seed, _LEARNING_STREAM]))
+        bar.set_postfix_str("entropy rate", refresh=False)
+        entropy_rate = float(language.entropy(length).value) / length
+        bar.update()
     return Evaluation(
         language=_describe(language),
         length=length,
         num_samples=num,
         seed=seed,
         schedule=schedule,
-        entropy_rate=float(language.entropy(length).value) / length,
+        entropy_rate=entropy_rate,
         rows=tuple(rows),
         learning_error=le,
     )
+
+
+class _Counted:
+    """``denoiser`` counting each of its calls on a progress bar (one call per non-empty
+    sampling step, one per masking level of the learning error)."""
+
+    def __init__(self, denoiser: Denoiser, bar):
+        self.denoiser = denoiser
+        self.bar = bar
+
+    def __call__(self, x) -> np.ndarray:
+        out = self.denoiser(x)
+        self.bar.update()
+        return out
 
 
 def evaluate_run(

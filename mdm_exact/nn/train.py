@@ -39,10 +39,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from .._io import deferred_interrupt, directory_lock, read_json_object, write_atomic
-from .._utils import check_memory, check_positive_int
+from .._utils import check_memory, check_positive_int, progress_bar
 from ..errors import ArgumentError, MissingFileError
 from ..languages import Language, check_language, load_language
 from .model import ModelConfig, Transformer, model_inputs, resolve_device
@@ -319,8 +318,7 @@ def _train_locked(language: Language, model_config: ModelConfig, train_config: T
                                 f"({type(err).__name__}: {str(err)[:120]})") from None
 
     model.train()
-    bar = tqdm(total=train_config.steps, initial=step, disable=not progress, delay=2,
-               desc=f"train {kind}", leave=False)
+    bar = progress_bar(progress, total=train_config.steps, initial=step, desc=f"train {kind}")
     try:
         while step < end:
             x, mask, t = draw_batch(language, train_config, kind, rng)
@@ -341,7 +339,7 @@ def _train_locked(language: Language, model_config: ModelConfig, train_config: T
             step += 1
             bar.update(1)
             if step % 10 == 0:
-                bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}", lr=f"{lr:.2e}")
+                bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}", lr=f"{lr:.2e}", refresh=False)
             if step % checkpoint_every == 0 or step == end:
                 _save(out, model, optimizer, step, rng, losses, header)
     finally:

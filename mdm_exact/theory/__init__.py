@@ -1,7 +1,7 @@
 """The paper's lemmas and theorems as code, one module per part (Sections 4.2-4.3, Appendices A-D).
 
-- ``dependencies``: Lemma A.1 (total correlation, product KL) and Definitions B.4-B.7
-  (separators, dependencies of sampled instances, batched);
+- ``dependencies``: Lemma A.1 (total correlation, product KL), Definitions B.4-B.7
+  (separators, dependencies of sampled instances, batched) and E[D_tau] of Lemma B.9;
 - ``ngram``: Lemmas B.8-B.12 and Theorem 4.2 (TER of n-gram generation);
 - ``interval``: Lemmas C.5, C.6, Example C.7 and Theorem C.9 (= 4.4, SER lower bound);
 - ``hmm``: Lemmas C.1, C.2, Theorem C.3 (= 4.3) and Appendix D (expected NFE);
@@ -16,6 +16,7 @@ from .dependencies import (
     READINGS,
     ProductKL,
     dependencies,
+    expected_dependencies,
     multi_token_kl_bound,
     product_kl,
     separators,
@@ -112,6 +113,7 @@ __all__ = [
     "distinct_steps_tight_bound",
     "excess_bound_per_token",
     "excess_monte_carlo",
+    "expected_dependencies",
     "expected_factorization_floor",
     "expected_nfe",
     "factorization_floor",

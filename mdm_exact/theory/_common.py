@@ -1,4 +1,4 @@
-"""Private helpers of the theory subpackage: argument checks, masses and run lengths."""
+"""Private helpers of the theory subpackage: argument checks, masses and step sizes."""
 
 from __future__ import annotations
 
@@ -32,10 +32,10 @@ def check_nonnegative(name: str, value) -> float:
     return v
 
 
-def masses_of(schedule) -> np.ndarray:
-    """(N,) generation-order masses p^(k) of a ``Schedule`` or of an array summing to 1."""
+def schedule_of(schedule) -> Schedule:
+    """The ``Schedule`` itself, or the one whose masses p^(k) are the given array summing to 1."""
     if isinstance(schedule, Schedule):
-        return schedule.masses
+        return schedule
     if is_policy(schedule):
         raise ArgumentTypeError(
             f"schedule must be a Schedule or an array of masses here, got the adaptive policy "
@@ -47,7 +47,12 @@ def masses_of(schedule) -> np.ndarray:
             f"schedule must be a Schedule or an array of masses here, got {type(schedule).__name__}"
             " (positions of a fixed-count or deterministic plan do not choose steps independently)"
         )
-    return Schedule(schedule).masses  # the same checks: real, finite, >= 0, summing to 1
+    return Schedule(schedule)  # the same checks: real, finite, >= 0, summing to 1
+
+
+def masses_of(schedule) -> np.ndarray:
+    """(N,) generation-order masses p^(k) of a ``Schedule`` or of an array summing to 1."""
+    return schedule_of(schedule).masses
 
 
 def step_sizes(steps: np.ndarray, num_steps: int) -> np.ndarray:
@@ -55,13 +60,3 @@ def step_sizes(steps: np.ndarray, num_steps: int) -> np.ndarray:
     num = steps.shape[0]
     flat = (steps + num_steps * np.arange(num)[:, None]).ravel()
     return np.bincount(flat, minlength=num * num_steps).reshape(num, num_steps)
-
-
-def run_lengths(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Values compressed into runs of exactly equal entries: (values (R,), counts (R,))."""
-    v = np.asarray(values)
-    if v.size == 0:
-        return v, np.zeros(0, dtype=np.int64)
-    starts = np.flatnonzero(np.concatenate([[True], v[1:] != v[:-1]]))
-    counts = np.diff(np.concatenate([starts, [v.size]]))
-    return v[starts], counts.astype(np.int64)

@@ -1,4 +1,5 @@
-"""Appendix A and Definitions B.4-B.7: multi-token sampling and the dependencies of one step.
+"""Appendix A, Definitions B.4-B.7 and Lemma B.9: multi-token sampling, the dependencies of
+one step and their expectation E[D_tau] over a plan.
 
 Dense information quantities (Lemma A.1) work on a joint array ``(V_1, ..., V_k)``; the
 separator and dependency counts work BATCHED on sampled instances ``steps`` (num, L), the 0-based
@@ -28,14 +29,25 @@ Algorithm, per instance (numba, O(L log L + N) time, O(L + N) memory):
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
 import numba
 import numpy as np
 
-from .._utils import check_positive_int, format_count, int_times
-from ..errors import ArgumentError, ArgumentTypeError
+from .._utils import (
+    check_joint,
+    check_memory,
+    check_positive_int,
+    format_count,
+    int_times,
+    kl_divergence,
+    shannon_entropy,
+)
+from ..errors import ArgumentError, ArgumentTypeError, BudgetError
+from ..estimate import Estimate, exact, mean_interval
+from ..schedules import DeterministicPlan, FixedCountPlan, Schedule, check_plan
 from ._common import step_sizes
 
 READINGS = ("excess", "intervals")
@@ -45,22 +57,6 @@ Lemma B.8 is false with it, docs/theory/lemma-b8.md)."""
 
 
 # ------------------------------------------------------------------------------ Lemma A.1
-
-
-def _entropy(p: np.ndarray) -> float:
-    p = p[p > 0]
-    return float(-(p * np.log(p)).sum())
-
-
-def _check_joint(joint) -> np.ndarray:
-    q = np.asarray(joint, dtype=np.float64)
-    if q.ndim == 0 or q.size == 0:
-        raise ArgumentError(f"joint must be a non-empty array (V_1, ..., V_k), got shape {q.shape}")
-    if not np.all(np.isfinite(q)) or np.any(q < 0):
-        raise ArgumentError("joint must hold finite probabilities >= 0")
-    if abs(q.sum() - 1.0) > 1e-9:
-        raise ArgumentError(f"joint must sum to 1, got {q.sum()!r}")
-    return q
 
 
 def _marginals(q: np.ndarray) -> list[np.ndarray]:
@@ -74,16 +70,9 @@ def total_correlation(joint) -> float:
     ``joint``: dense (V_1, ..., V_k) probabilities of X = (X_1, ..., X_k). Nats.
     0 <= TC <= (k - 1) log max_i V_i.
     """
-    q = _check_joint(joint)
+    q = check_joint(joint)
     # TC >= 0; a product joint would otherwise show rounding noise like -2e-16.
-    return max(0.0, sum(_entropy(m) for m in _marginals(q)) - _entropy(q.ravel()))
-
-
-def _kl(q: np.ndarray, p: np.ndarray) -> float:
-    support = q > 0
-    if np.any(p[support] <= 0):
-        return float("inf")
-    return float((q[support] * np.log(q[support] / p[support])).sum())
+    return max(0.0, sum(shannon_entropy(m) for m in _marginals(q)) - shannon_entropy(q, axis=None))
 
 
 @dataclass(frozen=True)
@@ -111,7 +100,7 @@ def product_kl(joint, factors) -> ProductKL:
     ``joint``: dense (V_1, ..., V_k) q; ``factors``: k probability vectors, factor i of length
     V_i (a (k, V) array or a list). Nats; ``inf`` when some q-possible x has product mass 0.
     """
-    q = _check_joint(joint)
+    q = check_joint(joint)
     ps = [np.asarray(f, dtype=np.float64).ravel() for f in factors]
     if len(ps) != q.ndim or any(p.size != s for p, s in zip(ps, q.shape, strict=False)):
         raise ArgumentError(
@@ -119,13 +108,13 @@ def product_kl(joint, factors) -> ProductKL:
             f"{[p.size for p in ps]}"
         )
     for i, p in enumerate(ps):
-        if np.any(p < 0) or abs(p.sum() - 1.0) > 1e-9:
+        if not np.all(np.isfinite(p)) or np.any(p < 0) or abs(p.sum() - 1.0) > 1e-9:
             raise ArgumentError(f"factors[{i}] must be a probability vector")
     product = ps[0]
     for p in ps[1:]:
         product = np.multiply.outer(product, p)
-    marginal_kl = np.array([_kl(m, p) for m, p in zip(_marginals(q), ps, strict=True)])
-    return ProductKL(_kl(q.ravel(), product.ravel()), total_correlation(q), marginal_kl)
+    marginal_kl = np.array([kl_divergence(m, p) for m, p in zip(_marginals(q), ps, strict=True)])
+    return ProductKL(kl_divergence(q, product, axis=None), total_correlation(q), marginal_kl)
 
 
 def multi_token_kl_bound(num_tokens: int, vocab_size: int, marginal_kl) -> float:
@@ -291,3 +280,101 @@ def total_dependencies(steps, n: int, *, reading: str = "excess") -> np.ndarray:
     With the excess reading, D_tau = L - sum_k D#_k.
     """
     return dependencies(steps, n, reading=reading).sum(axis=1)
+
+
+# ------------------------------------------------------------------------------ Lemma B.9
+
+ENUMERATION_BUDGET = 2**22
+"""Most positions (instances x L) ``expected_dependencies`` enumerates exactly."""
+
+MONTE_CARLO_CHUNK = 2**22
+"""Positions drawn at once by the Monte-Carlo option of ``expected_dependencies``."""
+
+
+def _fixed_count_instances(counts, length: int):
+    """Every assignment of the L positions to steps with |tau_k| = counts[k] (all equally
+    likely under a ``FixedCountPlan``), as (length,) int64 arrays."""
+    steps = np.empty(length, dtype=np.int64)
+
+    def fill(k: int, free: tuple[int, ...]):
+        if k == len(counts):
+            yield steps.copy()
+            return
+        for chosen in itertools.combinations(free, int(counts[k])):
+            steps[list(chosen)] = k
+            rest = tuple(j for j in free if j not in chosen)
+            yield from fill(k + 1, rest)
+
+    yield from fill(0, tuple(range(length)))
+
+
+def _schedule_expectation(masses: np.ndarray, length: int, n: int) -> float:
+    """sum over the N+^L assignments to steps of positive mass of Pr(tau) D_tau."""
+    steps_of = np.flatnonzero(masses > 0)
+    p = masses[steps_of]
+    base = steps_of.size
+    chunk = max(1, ENUMERATION_BUDGET // (8 * length))
+    powers = base ** np.arange(length, dtype=np.int64)
+    total = 0.0
+    count = base**length
+    for start in range(0, count, chunk):
+        index = np.arange(start, min(count, start + chunk), dtype=np.int64)
+        digits = (index[:, None] // powers) % base
+        weight = np.prod(p[digits], axis=1)
+        d = total_dependencies(steps_of[digits], n)
+        total += float(weight @ d)
+    return total
+
+
+def expected_dependencies(
+    plan, length: int, order: int, *, method: str = "exact", num_samples: int = 2000,
+    seed=None, confidence: float = 0.95,
+) -> Estimate:
+    """Lemma B.9 / Definition B.7 [derived]: E_tau[D_tau] = sum_tau Pr(tau) sum_k D_k(tau), the
+    factor of log|V| in KL(q || p) <= E[D_tau] log|V| + L eps_learning (excess reading).
+
+    ``plan``: a ``Schedule`` (Pr(tau) = prod_k (p^(k))^|tau_k|), a ``FixedCountPlan`` (every
+    assignment with the counts equally likely) or a ``DeterministicPlan`` (one instance);
+    ``order``: the n of the n-gram. ``method="exact"`` enumerates every instance (N+^L for a
+    schedule with N+ steps of positive mass, L! / prod_k |tau_k|! for fixed counts) and refuses
+    (``BudgetError``) above ``ENUMERATION_BUDGET`` positions; ``"monte-carlo"`` averages D_tau
+    over ``num_samples`` drawn instances (``seed``) with a Student-t interval. Returns an
+    ``Estimate`` (zero-width for the exact value).
+    """
+    plan = check_plan(plan)
+    length = plan.check_length(length)
+    n = check_positive_int("order", order, 2)
+    if method == "monte-carlo":
+        num = check_positive_int("num_samples", num_samples, 2)
+        rows = max(1, min(num, MONTE_CARLO_CHUNK // length))
+        check_memory(f"expected_dependencies (monte-carlo) at length={format_count(length)}",
+                     int_times(length, 96.0 * rows), argument="length")
+        rng = np.random.default_rng(seed)
+        values: list[np.ndarray] = []
+        drawn = 0
+        while drawn < num:
+            steps = plan.draw_steps(min(rows, num - drawn), length, rng)
+            values.append(total_dependencies(steps, n))
+            drawn += steps.shape[0]
+        return mean_interval(np.concatenate(values), confidence, domain=(0.0, length - 1.0))
+    if method != "exact":
+        raise ArgumentError(f"method must be 'exact' or 'monte-carlo', got {method!r}")
+    if isinstance(plan, DeterministicPlan):
+        return exact(float(total_dependencies(plan.draw_steps(1, length), n)[0]))
+    # log10 of the number of instances first: the count itself can have millions of digits
+    if isinstance(plan, FixedCountPlan):
+        log_count = (math.lgamma(length + 1) - sum(math.lgamma(c + 1) for c in plan.counts)
+                     ) / math.log(10)
+    else:
+        log_count = length * math.log10(np.count_nonzero(plan.masses))
+    if log_count + math.log10(length) > math.log10(ENUMERATION_BUDGET) + 1e-9:
+        raise BudgetError(
+            f"expected_dependencies (exact) at length={format_count(length)} would enumerate "
+            f"about 10^{log_count:.1f} instances of {format_count(length)} positions, above the "
+            f"budget of {ENUMERATION_BUDGET} positions (lower length or use "
+            "method='monte-carlo')"
+        )
+    if isinstance(plan, Schedule):
+        return exact(_schedule_expectation(plan.masses, length, n))
+    rows = np.array(list(_fixed_count_instances(plan.counts, length)), dtype=np.int64)
+    return exact(float(total_dependencies(rows, n).mean()))

@@ -31,10 +31,17 @@ from fractions import Fraction
 import numba
 import numpy as np
 
-from .._utils import check_memory, check_positive_int, first_true, format_count, int_times
+from .._utils import (
+    check_memory,
+    check_positive_int,
+    first_true,
+    format_count,
+    int_times,
+    run_lengths,
+)
 from ..errors import ArgumentError, ArgumentTypeError, BudgetError
 from ..schedules import DeterministicPlan, FixedCountPlan, Schedule
-from ._common import check_probability, masses_of, run_lengths
+from ._common import check_probability, masses_of
 
 WORK_BUDGET = 1e9
 """Most inner-loop operations one exact interval computation (or one ``min_steps_for_ser``

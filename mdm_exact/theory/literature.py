@@ -15,7 +15,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._utils import check_memory, check_positive_int, format_count, int_times
+from .._utils import (
+    check_joint,
+    check_memory,
+    check_positive_int,
+    format_count,
+    int_times,
+    shannon_entropy,
+)
 from ..errors import ArgumentError, ArgumentTypeError
 from ..estimate import Estimate, exact, mean_interval
 from ..languages import Language, check_language
@@ -28,11 +35,6 @@ EXACT_MAX_ENTRIES = 2**20
 """``method="auto"`` enumerates the joint when V^L is at most this many sequences."""
 INSTANCES_MAX = 200_000
 """Most instances ``expected_factorization_floor`` enumerates."""
-
-
-def _entropy(p: np.ndarray) -> float:
-    p = p[p > 0]
-    return float(-(p * np.log(p)).sum())
 
 
 @dataclass(frozen=True)
@@ -80,9 +82,9 @@ def mutual_information_profile(
     if method == "exact":
         joint = language.joint(length)
         axes = tuple(range(length))
-        h_all = _entropy(joint.ravel())
-        h_i = np.array([_entropy(joint.sum(axis=axes[:i] + axes[i + 1 :])) for i in axes])
-        h_rest = np.array([_entropy(joint.sum(axis=i).ravel()) for i in axes])
+        h_all = shannon_entropy(joint, axis=None)
+        h_i = np.array([shannon_entropy(joint.sum(axis=axes[:i] + axes[i + 1 :])) for i in axes])
+        h_rest = np.array([shannon_entropy(joint.sum(axis=i), axis=None) for i in axes])
         cond = h_all - h_rest
         # I >= 0; independent positions would otherwise show rounding noise like -4e-16
         mi = np.maximum(h_i - cond, 0.0)
@@ -94,7 +96,7 @@ def mutual_information_profile(
                  argument="length or num_samples")
     masked = np.full((1, length), -1, dtype=np.int64)
     marg = posterior_marginals(language, masked)[0]
-    h_i = np.array([_entropy(row) for row in marg])
+    h_i = shannon_entropy(marg)
     x = language.sample(num, length, np.random.default_rng(seed))
     surprisal = np.empty((num, length))
     for i in range(length):
@@ -147,15 +149,8 @@ class _SubsetEntropy:
         key = frozenset(int(i) for i in subset)
         if key not in self.cache:
             rest = tuple(a for a in range(self.joint.ndim) if a not in key)
-            self.cache[key] = _entropy(self.joint.sum(axis=rest).ravel())
+            self.cache[key] = shannon_entropy(self.joint.sum(axis=rest), axis=None)
         return self.cache[key]
-
-
-def _check_dense_joint(joint) -> np.ndarray:
-    q = np.asarray(joint, dtype=np.float64)
-    if q.ndim == 0 or not np.all(np.isfinite(q)) or np.any(q < 0) or abs(q.sum() - 1) > 1e-9:
-        raise ArgumentError("joint must be a dense (V,)*L array of probabilities summing to 1")
-    return q
 
 
 def _floor(entropy: _SubsetEntropy, steps: np.ndarray) -> float:
@@ -177,7 +172,7 @@ def factorization_floor(joint, steps) -> float:
 
     ``joint``: dense (V,)*L q; ``steps``: (L,) 0-based step of every position. Exact, O(N V^L).
     """
-    q = _check_dense_joint(joint)
+    q = check_joint(joint)
     st = np.asarray(steps, dtype=np.int64).ravel()
     if st.size != q.ndim or (st.size and st.min() < 0):
         raise ArgumentError(f"steps must hold {q.ndim} step indices >= 0, got {steps!r}")
@@ -224,7 +219,7 @@ def expected_factorization_floor(joint, plan) -> float:
 
     Refuses plans with more than ``INSTANCES_MAX`` instances (N^L for a ``Schedule``,
     L! / prod_k m_k! for a ``FixedCountPlan``)."""
-    q = _check_dense_joint(joint)
+    q = check_joint(joint)
     length = q.ndim
     if isinstance(plan, Schedule):
         count = plan.num_steps**length

@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import math
 import reprlib
+import warnings
 from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
 
-from .._utils import check_memory, check_positive_int, format_count, int_times
+from .._utils import check_memory, check_positive_int, format_count, int_times, progress_bar
 from ..errors import ArgumentError, ArgumentTypeError
 from ..estimate import Estimate, mean_interval, wilson_interval
 from ..schedules import Schedule, paper_ngram_extra_steps
-from ._common import check_nonnegative, check_probability, masses_of, step_sizes
+from ._common import check_nonnegative, check_probability, schedule_of, step_sizes
 from .dependencies import separators, total_dependencies
 
 DRAW_BUDGET = 2**23
@@ -211,8 +212,8 @@ def step_dependency_bound(schedule, length: int, n: int) -> DependencyBound:
     Returns (N,) arrays (see ``DependencyBound``)."""
     length = check_positive_int("length", length, 1)
     n = check_positive_int("n", n, 2)
-    p = masses_of(schedule)
-    big_p = np.concatenate([[0.0], np.cumsum(p)[:-1]])
+    sched = schedule_of(schedule)
+    p, big_p = sched.masses, sched.revealed_before
     mu = _all_finite(int_times(length, p), length, "L p^(k)")
     sep = separator_tail_bound(length, n, big_p)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
@@ -277,11 +278,12 @@ def excess_bound_per_token(schedule, length: int, n: int) -> float:
 
 def excess_monte_carlo(
     schedule, length: int, n: int, *, num_samples: int = 10, seed=None,
-    confidence: float = 0.95,
+    confidence: float = 0.95, progress: bool = False,
 ) -> Estimate:
     """Lemma B.12 / Definition B.7 [derived]: Monte Carlo of the exact excess D_tau / L over
     instances of ``schedule`` (any plan with ``draw_steps``), with a Student-t interval
-    (``mean_interval``). O(num_samples L log L); L = 3e6 takes about a second per instance."""
+    (``mean_interval``). O(num_samples L log L); L = 3e6 takes about a second per instance.
+    ``progress``: a tqdm bar over the instances on stderr (after 2 s)."""
     length = check_positive_int("length", length, 1)
     n = check_positive_int("n", n, 2)
     num = check_positive_int("num_samples", num_samples, 2)
@@ -289,10 +291,12 @@ def excess_monte_carlo(
     rng = np.random.default_rng(seed)
     chunk = max(1, DRAW_BUDGET // length)
     values = []
-    while len(values) < num:
-        steps = schedule.draw_steps(min(chunk, num - len(values)), length, rng)
-        values.extend(total_dependencies(steps, n) / length)
-    return mean_interval(values, confidence)
+    with progress_bar(progress, total=num, desc="excess instances") as bar:
+        while len(values) < num:
+            steps = schedule.draw_steps(min(chunk, num - len(values)), length, rng)
+            values.extend(total_dependencies(steps, n) / length)
+            bar.update(steps.shape[0])
+    return mean_interval(values, confidence, domain=(0.0, math.inf))  # D_tau >= 0
 
 
 # ------------------------------------------------------------------------------ Theorem 4.2
@@ -300,12 +304,21 @@ def excess_monte_carlo(
 
 @dataclass(frozen=True)
 class TERBound:
-    """Theorem 4.2 / B.13: ``gap`` bounds log TER(p) - log TER(q) = KL(q || p) / L once
-    L >= ``min_length``, with Schedule A's ``num_steps`` steps."""
+    """Theorem 4.2 / B.13: ``log_ter_gap_bound`` bounds the TER gap log TER(p) - log TER(q)
+    = KL(q || p) / L (per token, in the unit of ``ter_bound``'s ``base``) once
+    L >= ``min_length`` (tokens), with Schedule A's ``num_steps`` steps. ``gap`` is the
+    deprecated name of ``log_ter_gap_bound``."""
 
-    gap: float
+    log_ter_gap_bound: float
     min_length: int
     num_steps: int
+
+    @property
+    def gap(self) -> float:
+        """Deprecated: ``log_ter_gap_bound``."""
+        warnings.warn("TERBound.gap is deprecated: use log_ter_gap_bound (a bound on log TER(p) "
+                      "- log TER(q), per token)", DeprecationWarning, stacklevel=2)
+        return self.log_ter_gap_bound
 
 
 def ter_bound(
@@ -314,13 +327,14 @@ def ter_bound(
     """Theorem 4.2 (= B.13) [recalled; constants derived]: log TER(p) <= log TER(q)
     + eps_learning + 4 eps log|V|, for L >= L_0 (``min_length``) with N = M + 1 steps.
 
-    The gap is in the unit of ``base`` (nats by default, ``base=2`` for bits); eps_learning
-    must be given in that same unit. log TER(p) = log TER(q) + KL(q || p)/L (Theorem B.13)."""
+    The bound is per token, in the unit of ``base`` (nats by default, ``base=2`` for bits);
+    eps_learning must be given in that same unit. log TER(p) = log TER(q) + KL(q || p)/L
+    (Theorem B.13)."""
     e = check_probability("eps", eps, open_low=True, open_high=True)
     v = check_positive_int("vocab_size", vocab_size, 1)
     eps_l = check_nonnegative("eps_learning", eps_learning)
     if isinstance(base, bool) or not (isinstance(base, int | float | np.integer | np.floating)
                                       and math.isfinite(base) and base > 1):
         raise ArgumentError(f"base must be a finite number > 1, got {base!r}")
-    gap = eps_l + 4.0 * e * math.log(v) / math.log(base)
-    return TERBound(gap, min_length(n, eps), b12_num_steps(n, eps))
+    bound = eps_l + 4.0 * e * math.log(v) / math.log(base)
+    return TERBound(bound, min_length(n, eps), b12_num_steps(n, eps))

@@ -1,17 +1,23 @@
-"""Lemma A.1 and Definitions B.4-B.7 (docs/theory/lemma-a1.md, docs/theory/definitions-b4-b7.md)."""
+"""Lemma A.1, Definitions B.4-B.7 and Lemma B.9's E[D_tau] (docs/theory/lemma-a1.md,
+docs/theory/definitions-b4-b7.md, docs/theory/lemma-b9.md)."""
 
 from __future__ import annotations
 
+import itertools
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mdm_exact.schedules import Schedule
+from mdm_exact.errors import BudgetError
+from mdm_exact.policies import Threshold
+from mdm_exact.schedules import DeterministicPlan, FixedCountPlan, Schedule
 from mdm_exact.theory import (
     dependencies,
+    expected_dependencies,
     multi_token_kl_bound,
     product_kl,
     separators,
@@ -180,3 +186,115 @@ def test_lemma_a1_is_tight_for_copies(v, k):
 def test_product_kl_infinite_off_support():
     q = np.array([[0.5, 0.0], [0.0, 0.5]])
     assert product_kl(q, [[1.0, 0.0], [0.5, 0.5]]).kl == math.inf
+
+
+@pytest.mark.parametrize("k,v", [(2, 2), (3, 2), (4, 3), (5, 7)])
+def test_lemma_a1_bound_closed_form(k, v):
+    """(k - 1) log|V| + sum_i KL(q_i || p_i) term by term, not k max_i KL(q_i || p_i)."""
+    kls = np.random.default_rng(k * v).exponential(size=k)
+    kls[0] = 0.0  # unequal terms: the sum is far below k * max
+    want = math.fsum([(k - 1) * math.log(v), *kls.tolist()])
+    assert multi_token_kl_bound(k, v, kls) == pytest.approx(want, rel=1e-14)
+    assert multi_token_kl_bound(k, v, list(kls)) == pytest.approx(want, rel=1e-14)
+    delta = float(kls.max())
+    assert multi_token_kl_bound(k, v, delta) == pytest.approx((k - 1) * math.log(v) + k * delta,
+                                                              rel=1e-14)
+    assert multi_token_kl_bound(1, v, 0.25) == 0.25  # one token: no (k - 1) log|V| term
+
+
+@pytest.mark.parametrize("v,k", [(2, 2), (2, 4), (3, 3), (4, 2)])
+def test_lemma_a1_is_attained_by_copies_with_any_factors(v, k):
+    """X_1 = ... = X_k uniform on V with arbitrary factors p_i: KL(q || prod p_i) =
+    -log V - (1/V) sum_a sum_i log p_i(a), which is exactly (k - 1) log V + sum_i KL(q_i || p_i)."""
+    rng = np.random.default_rng(10 * v + k)
+    factors = rng.dirichlet(np.ones(v), size=k)
+    q = np.zeros((v,) * k)
+    for a in range(v):
+        q[(a,) * k] = 1.0 / v
+    direct = -math.log(v) - sum(math.log(factors[i, a]) for i in range(k) for a in range(v)) / v
+    marginal = [sum(math.log(1.0 / (v * factors[i, a])) for a in range(v)) / v for i in range(k)]
+    res = product_kl(q, factors)
+    assert res.kl == pytest.approx(direct, rel=1e-12)
+    np.testing.assert_allclose(res.marginal_kl, marginal, rtol=1e-12, atol=1e-15)
+    assert res.total_correlation == pytest.approx((k - 1) * math.log(v), rel=1e-12)
+    assert multi_token_kl_bound(k, v, res.marginal_kl) == pytest.approx(direct, rel=1e-12)
+
+
+# ------------------------------------------------------------------------------ Lemma B.9
+
+
+def brute_expected_excess(masses, length: int, n: int) -> Fraction:
+    """E_tau[D_tau] in exact rationals: every step assignment, weight prod_k (p^(k))^|tau_k|,
+    D_tau from the literal definitions (``brute_counts``)."""
+    ps = [Fraction(m) for m in masses]
+    total = Fraction(0)
+    for steps in itertools.product(range(len(ps)), repeat=length):
+        weight = math.prod((ps[s] for s in steps), start=Fraction(1))
+        if weight:
+            total += weight * int(brute_counts(steps, n)[1].sum())
+    return total
+
+
+@pytest.mark.parametrize("masses,length,n", [
+    ([1.0], 4, 2),
+    ([0.5, 0.5], 5, 2),
+    ([0.25, 0.5, 0.25], 4, 3),
+    ([0.125, 0.0, 0.375, 0.5], 5, 3),
+    ([0.5, 0.25, 0.25], 6, 4),
+])
+def test_expected_dependencies_of_a_schedule_by_enumeration(masses, length, n):
+    want = brute_expected_excess(masses, length, n)
+    got = expected_dependencies(Schedule(masses), length, n)
+    assert got.exact and got.low == got.value == got.high
+    assert got.value == pytest.approx(float(want), rel=1e-13, abs=1e-15)
+
+
+@pytest.mark.parametrize("counts,n", [([2, 2], 2), ([1, 3, 0, 2], 3), ([3, 1, 1], 2), ([5], 3)])
+def test_expected_dependencies_of_fixed_counts_by_enumeration(counts, n):
+    """Every distinct arrangement of the multiset of steps is equally likely."""
+    labels = np.repeat(np.arange(len(counts)), counts).tolist()
+    arrangements = set(itertools.permutations(labels))
+    want = Fraction(sum(int(brute_counts(a, n)[1].sum()) for a in arrangements),
+                    len(arrangements))
+    assert expected_dependencies(FixedCountPlan(counts), sum(counts), n).value == pytest.approx(
+        float(want), rel=1e-13)
+
+
+def test_expected_dependencies_of_a_deterministic_plan():
+    # one instance: tau_1 = {0, 1, 4}, tau_2 = {2, 3}; n = 2 (every earlier position separates)
+    plan = DeterministicPlan([[0, 1, 4], [2, 3]])
+    assert expected_dependencies(plan, 5, 2).value == int(brute_counts([0, 0, 1, 1, 0], 2)[1].sum())
+    assert expected_dependencies(plan, 5, 2).value == 3
+
+
+def test_expected_dependencies_monte_carlo_brackets_the_exact_value():
+    schedule = Schedule([0.2, 0.3, 0.5])
+    want = float(brute_expected_excess([0.2, 0.3, 0.5], 6, 2))
+    est = expected_dependencies(schedule, 6, 2, method="monte-carlo", num_samples=4000, seed=1,
+                                confidence=0.999)
+    assert est.method == "monte-carlo t" and est.num_samples == 4000
+    assert est.low < want < est.high and est.high - est.low < 0.2
+    again = expected_dependencies(schedule, 6, 2, method="monte-carlo", num_samples=4000, seed=1,
+                                  confidence=0.999)
+    assert again == est
+    # a deterministic plan has no spread
+    plan = DeterministicPlan([[0, 1, 4], [2, 3]])
+    fixed = expected_dependencies(plan, 5, 2, method="monte-carlo", num_samples=5, seed=0)
+    assert fixed.low == fixed.value == fixed.high == 3
+
+
+def test_expected_dependencies_refuses_large_enumerations():
+    with pytest.raises(BudgetError, match=r"about 10\^[0-9.]+ instances.*monte-carlo"):
+        expected_dependencies(Schedule.linear(4), 40, 2)
+    with pytest.raises(BudgetError, match=r"about 10\^"):
+        expected_dependencies(FixedCountPlan.even(10**6, 10), 10**6, 2)
+    with pytest.raises(ValueError, match="method"):
+        expected_dependencies(Schedule.linear(2), 3, 2, method="mc")
+    with pytest.raises(ValueError, match="order"):
+        expected_dependencies(Schedule.linear(2), 3, 1)
+    with pytest.raises(ValueError, match="length"):
+        expected_dependencies(FixedCountPlan([1, 1]), 3, 2)
+    with pytest.raises(TypeError, match="schedule"):
+        expected_dependencies(Threshold(0.9), 3, 2)
+    with pytest.raises(ValueError, match="num_samples"):
+        expected_dependencies(Schedule.linear(2), 3, 2, method="monte-carlo", num_samples=1)

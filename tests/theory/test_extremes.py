@@ -441,7 +441,8 @@ def test_cli_bound_verify_without_preset(capsys):
     assert code == 0 and "n/a (no Table 1 preset" in out
 
 
-def test_cli_kl_search_shows_progress(capsys):
+def test_cli_kl_search_shows_progress(capsys, monkeypatch):
+    monkeypatch.setattr("mdm_exact._utils.PROGRESS_DELAY", 0)
     code, out, err = run(capsys, "steps", "--length", "3", "--preset", "2-gram",
                          "--kl-per-token", "0.5", "--samples", "20")
     assert code == 0 and "smallest N" in out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -54,6 +55,30 @@ def test_collision_probability_by_enumeration():
             if len(set(steps)) < length
         )
         assert collision_probability(masses, length) == pytest.approx(brute, abs=1e-15)
+
+
+def _collision_fraction(masses, length: int) -> Fraction:
+    """Pr[some step holds two of the L positions], every step assignment in exact rationals."""
+    ps = [Fraction(m) for m in masses]
+    return sum((math.prod((ps[k] for k in steps), start=Fraction(1))
+                for steps in itertools.product(range(len(ps)), repeat=length)
+                if len(set(steps)) < length), start=Fraction(0))
+
+
+@pytest.mark.parametrize("masses", [[0.5, 0.25, 0.25], [0.125, 0.375, 0.0, 0.5], [1.0]])
+def test_lemma_c1_closed_forms(masses):
+    """Exact value by enumeration; union bound C(L,2) sum p^2 and max form C(L,2) max p written
+    out; at L = 2 the union bound is the exact value (one pair)."""
+    p = np.array(masses)
+    for length in range(1, 6):
+        exact_value = float(_collision_fraction(masses, length))
+        assert collision_probability(p, length) == pytest.approx(exact_value, rel=1e-13,
+                                                                 abs=1e-16)
+        pairs = length * (length - 1) // 2
+        union = pairs * sum(Fraction(m) ** 2 for m in masses)
+        assert collision_union_bound(p, length) == pytest.approx(float(union), rel=1e-15)
+        assert collision_max_bound(p, length) == pytest.approx(pairs * max(masses), rel=1e-15)
+    assert collision_union_bound(p, 2) == pytest.approx(collision_probability(p, 2), rel=1e-14)
 
 
 @given(masses_strategy, st.integers(1, 15))
@@ -118,6 +143,26 @@ def test_theorem_c3(language, masses, lam, ref, brute):
     res = ser_upper_bound(np.array(masses), length, eps)
     assert 1 - accepted <= res.bound + 1e-12
     assert res.bound <= res.paper_bound + 1e-15
+
+
+@pytest.mark.parametrize("masses,length,eps", [
+    ([0.5, 0.25, 0.25], 3, 0.01), ([0.125, 0.375, 0.5], 4, 0.0), ([0.25] * 4, 5, 0.2),
+    ([1.0], 2, 0.05),
+])
+def test_theorem_c3_fields_closed_form(masses, length, eps):
+    """``collision`` is the exact Pr[collision] (not its union bound), ``acceptance`` =
+    exp(-L eps), ``bound`` = 1 - (1 - collision) acceptance, ``paper_bound`` = collision + 1 -
+    acceptance; checked field by field against an enumeration and the formulas written here."""
+    collision = float(_collision_fraction(masses, length))
+    acceptance = math.exp(-length * eps)
+    res = ser_upper_bound(np.array(masses), length, eps)
+    assert res.collision == pytest.approx(collision, rel=1e-13)
+    if length > 2 and len(masses) > 1:
+        assert res.collision < collision_union_bound(np.array(masses), length)
+    assert res.acceptance == pytest.approx(acceptance, rel=1e-15)
+    assert acceptance_lower_bound(length, eps) == pytest.approx(acceptance, rel=1e-15)
+    assert res.bound == pytest.approx(1 - (1 - collision) * acceptance, rel=1e-13)
+    assert res.paper_bound == pytest.approx(collision + 1 - acceptance, rel=1e-13)
 
 
 def test_theorem_c3_delta_condition():

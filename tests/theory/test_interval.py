@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import time
 from fractions import Fraction
 
 import numpy as np
@@ -19,6 +18,7 @@ from hypothesis import strategies as st
 from scipy.optimize import minimize
 
 from mdm_exact import IntervalParity
+from mdm_exact._utils import first_true
 from mdm_exact.schedules import DeterministicPlan, FixedCountPlan, Schedule
 from mdm_exact.theory import (
     bit_bias_bound,
@@ -32,6 +32,7 @@ from mdm_exact.theory import (
     interval_valid_probability,
     jensen_intermediate,
     min_steps_for_ser,
+    min_steps_lower_bound,
     oracle_ser,
     pair_error_probability,
     ser_lower_bound,
@@ -291,6 +292,24 @@ def test_fixed_count_ser_is_refused():
         oracle_ser(FixedCountPlan.even(10, 5), 5, 10)
 
 
+@pytest.mark.parametrize("eps", [0.0, 1 / 128, 1 / 64, 0.0625, 0.25, 0.5])
+def test_collision_error_probability_closed_form(eps):
+    """p_e = 1/2 - eps_learning exactly (dyadic eps: no rounding at all), and it is the minimum
+    of the bilinear a + b - 2ab over the box [1/2 - eta, 1/2 + eta]^2, attained at a corner."""
+    assert Fraction(collision_error_probability(eps)) == Fraction(1, 2) - Fraction(eps)
+    eta = math.sqrt(eps / 2)
+    assert bit_bias_bound(eps) == pytest.approx(eta, rel=1e-15, abs=0)
+    corners = [a + b - 2 * a * b for a in (0.5 - eta, 0.5 + eta) for b in (0.5 - eta, 0.5 + eta)]
+    assert collision_error_probability(eps) == pytest.approx(min(corners), abs=1e-15)
+
+
+def test_pair_error_probability_closed_form():
+    """a (1 - b) + b (1 - a) in exact rationals (dyadic inputs)."""
+    for a, b in [(0.5, 0.5), (0.25, 0.75), (1.0, 0.0), (0.125, 0.375), (1.0, 1.0)]:
+        want = Fraction(a) * (1 - Fraction(b)) + Fraction(b) * (1 - Fraction(a))
+        assert Fraction(pair_error_probability(a, b)) == want
+
+
 def test_collision_error_probability():
     """min over a, b in [1/2 +- eta] of a + b - 2ab = 1/2 - eps (0.492188 at eps = 1/128)."""
     eps = 1 / 128
@@ -344,12 +363,28 @@ def test_lemma_c6_holds(masses, ell, intervals, p_e):
     assert tight >= ser_lower_bound(masses.size, ell, length, p_e) - 1e-12
 
 
-def test_large_case_is_fast():
+def test_large_case_obeys_lemma_c6():
+    """L = 10^6, N = 10^5 cosine steps (its time: benchmarks/bench_interval.py)."""
     schedule = Schedule.cosine(100_000)
-    start = time.perf_counter()
     ser = oracle_ser(schedule, 5, 1_000_000)
-    assert time.perf_counter() - start < 0.5
     assert ser >= ser_lower_bound_tight(schedule, 5, 1_000_000, 0.5)
+
+
+@pytest.mark.parametrize("masses,intervals,p_e", [
+    ([0.25, 0.75], 3, 0.5), ([0.125, 0.375, 0.5], 5, 0.3), ([0.2] * 5, 4, 0.9), ([1.0], 2, 0.5),
+])
+def test_lemma_c6_is_attained_at_interval_two(masses, intervals, p_e):
+    """l = 2: one pair per interval, so the exact SER is the tight form,
+    1 - (1 - p_e sum_k p_k^2)^(L/2), and for equal masses also the paper form."""
+    length = 2 * intervals
+    collide = sum(Fraction(m) ** 2 for m in masses)
+    want = 1 - (1 - Fraction(p_e) * collide) ** intervals
+    p = np.array(masses)
+    assert oracle_ser(p, 2, length, p_e=p_e) == pytest.approx(float(want), rel=1e-13)
+    assert ser_lower_bound_tight(p, 2, length, p_e) == pytest.approx(float(want), rel=1e-13)
+    if len(set(masses)) == 1:
+        assert ser_lower_bound(len(masses), 2, length, p_e) == pytest.approx(float(want),
+                                                                              rel=1e-13)
 
 
 # ------------------------------------------------------------------------------ Theorem C.9
@@ -437,6 +472,30 @@ def test_min_steps_for_ser_asymptotics():
     # SER ~ 1 - exp(-(L/l) C(l,2) p_e / N): at target 1/2, N ~ 2e5 * 10 * 0.5 / ln 2
     n = min_steps_for_ser(5, 1_000_000, 0.5)
     assert n == pytest.approx(1e6 / math.log(2), rel=1e-4)
+
+
+@pytest.mark.parametrize("start", [1, 2, 5])
+@pytest.mark.parametrize("limit", [1, 2, 3, 7, 16, 33])
+def test_first_true_matches_a_linear_scan(start, limit):
+    """Smallest n in [start, limit] with n >= m (a monotone predicate), for every m; None when
+    even ``limit`` fails. m = start is the case answered before any doubling."""
+    if start > limit:
+        return
+    for m in range(start, limit + 3):
+        want = next((n for n in range(start, limit + 1) if n >= m), None)
+        assert first_true(lambda n, m=m: n >= m, limit, start=start) == want, (m, limit, start)
+
+
+@pytest.mark.parametrize("ell,length,p_e", [(2, 4, 0.5), (3, 9, 0.3), (5, 50, 63 / 128)])
+def test_min_steps_lower_bound_matches_a_linear_scan(ell, length, p_e):
+    """Smallest N with Lemma C.6's paper form <= target, against a scan over N; targets at and
+    above the N = 1 value, 1 - (1 - p_e)^(L/l), are met by N = 1."""
+    at_one = 1 - (1 - p_e) ** (length // ell)
+    assert ser_lower_bound(1, ell, length, p_e) == pytest.approx(at_one, rel=1e-14)
+    for target in (1.0, at_one + 1e-12, at_one * 0.9, 0.5 * at_one, 0.05):
+        want = next(n for n in range(1, 10**4) if ser_lower_bound(n, ell, length, p_e) <= target)
+        assert min_steps_lower_bound(ell, length, target, p_e=p_e) == want, target
+    assert min_steps_lower_bound(ell, length, 1.0, p_e=p_e) == 1
 
 
 def test_uniform_ser_is_monotone_in_steps():

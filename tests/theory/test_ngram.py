@@ -28,6 +28,7 @@ from mdm_exact.theory import (
     dependency_kl_bound,
     excess_bound_per_token,
     excess_monte_carlo,
+    expected_dependencies,
     factorization_floor,
     min_length,
     new_location_tail_bound,
@@ -111,12 +112,12 @@ def test_lemmas_b2_and_b9_over_a_schedule(language, length, lam, ref, brute):
     denoiser = brute.mixed(brute.oracle(joint), lam)
     eps = brute.eps_learning(joint, denoiser) if lam else 0.0
     mixture = np.zeros(joint.shape)
-    expected_kl = expected_d = 0.0
+    expected_kl = 0.0
     for steps, weight in brute.schedule_instances(masses, length):
         law = brute.instance_law(joint.shape, steps, denoiser)
         mixture += weight * law
         expected_kl += weight * brute.kl(joint, law)
-        expected_d += weight * int(total_dependencies(steps, language.order)[0])
+    expected_d = expected_dependencies(Schedule(masses), length, language.order).value
     assert brute.kl(joint, mixture) <= expected_kl + 1e-12
     assert expected_kl <= dependency_kl_bound(expected_d, length, 2, eps) + 1e-9
 
@@ -144,6 +145,40 @@ def test_sticky_bigram_intervals_reading(ref, brute):
     d_hash = int(total_dependencies(steps, 2, reading="intervals")[0])
     assert d_hash == 1
     assert exact_kl <= dependency_kl_bound(d_hash, 7, 2, 0.0)  # 3.823 <= 0.693 fails
+
+
+def test_lemma_b8_closed_form():
+    """D_tau log|V| + L eps_learning, each term at full weight (broadcast over D_tau)."""
+    cases = [(0, 1, 2, 0.25), (3, 7, 5, 0.01), (0, 10, 3, 0.125), (12, 13, 2, 0.0)]
+    for d, length, v, eps in cases:
+        want = math.fsum([d * math.log(v), length * eps])
+        assert dependency_kl_bound(d, length, v, eps) == pytest.approx(want, rel=1e-15, abs=0)
+    got = dependency_kl_bound(np.array([0.0, 1.5, 4.0]), 6, 4, 0.0625)
+    np.testing.assert_allclose(got, np.array([0.0, 1.5, 4.0]) * math.log(4) + 6 * 0.0625,
+                               rtol=1e-15)
+    assert dependency_kl_bound(0, 10, 2, 0.125) == 1.25  # exact in binary: L eps, not (L-1) eps
+
+
+@pytest.mark.parametrize("order", [[2, 0, 3, 1], [0, 1, 2, 3]])
+def test_lemma_b8_is_attained_one_token_per_step(order, ref, brute):
+    """i.i.d. tokens and a denoiser that ignores the context with KL(q_1 || r) = eps_learning:
+    one token per step has D_tau = 0 and KL(q || p_tau) = L eps_learning, the bound itself."""
+    q1, r = np.array([0.3, 0.7]), np.array([0.55, 0.45])
+    iid = NGram(2, q1, np.tile(q1, (2, 1)), {"name": "iid"})
+    length = 4
+    joint = ref.joint(iid, length)
+
+    def denoiser(row):
+        return np.tile(r, (length, 1))
+
+    eps = brute.eps_learning(joint, denoiser)
+    assert eps == pytest.approx(float(np.sum(q1 * np.log(q1 / r))), rel=1e-12)
+    steps = np.array(order)
+    kl = brute.kl(joint, brute.instance_law(joint.shape, steps, denoiser))
+    d_tau = int(total_dependencies(steps, 2)[0])
+    assert d_tau == 0
+    assert kl == pytest.approx(length * eps, rel=1e-12)
+    assert kl == pytest.approx(dependency_kl_bound(d_tau, length, 2, eps), rel=1e-12)
 
 
 # ------------------------------------------------------------------------------ Lemma B.10
@@ -180,6 +215,53 @@ def test_chernoff_thresholds():
     assert new_location_tail_bound(60, 0.05).threshold == pytest.approx(6.0)
     # floor(L / (n-1)) aligned blocks when (n-1) does not divide L (Ambiguity 13)
     assert separator_tail_bound(61, 3, 0.3).threshold == pytest.approx(30 * 0.09 / 2)
+
+
+@pytest.mark.parametrize("length,n", [(60, 3), (61, 3), (40, 2), (90, 4)])
+def test_lemma_b10_closed_forms(length, n):
+    """Threshold and bound of both tails, field by field: B P^(n-1) / 2 and
+    exp(-B P^(n-1) / 8) with B = floor(L / (n-1)); 2 L p and exp(-L p / 3)."""
+    big_p = np.array([0.0, 0.1, 0.3, 0.75])
+    blocks = length // (n - 1)
+    sep = separator_tail_bound(length, n, big_p)
+    for j, value in enumerate(big_p):
+        mean = blocks * float(value) ** (n - 1)
+        assert sep.threshold[j] == pytest.approx(mean / 2, rel=1e-14, abs=0)
+        assert sep.bound[j] == pytest.approx(math.exp(-mean / 8), rel=1e-14)
+    p = np.array([0.0, 0.02, 0.25])
+    cnt = new_location_tail_bound(length, p)
+    for j, value in enumerate(p):
+        assert cnt.threshold[j] == pytest.approx(2 * length * float(value), rel=1e-14, abs=0)
+        assert cnt.bound[j] == pytest.approx(math.exp(-length * float(value) / 3), rel=1e-14)
+
+
+@pytest.mark.parametrize("length", [8, 24])
+def test_chernoff_check_fields(length):
+    """``count_event`` = Pr[Bin(L, p) >= 2 L p] exactly (a Fraction sum here); both ``*_bound``
+    fields are Lemma B.10's closed forms; at L = 8 the Wilson interval of ``separator_event``
+    holds the exact Pr[s_k <= threshold] over all 3^8 instances."""
+    masses = [0.25, 0.125, 0.625]
+    schedule = Schedule(masses)
+    res = chernoff_check(schedule, length, 3, num_samples=4000, seed=0, confidence=0.999)
+    assert res.num_samples == 4000
+    before = np.concatenate([[0.0], np.cumsum(masses)[:-1]])
+    blocks = length // 2
+    for k, mass in enumerate(masses):
+        p = Fraction(mass)
+        cut = math.ceil(2 * length * p)
+        tail = sum(math.comb(length, m) * p**m * (1 - p) ** (length - m)
+                   for m in range(cut, length + 1))
+        assert res.count_event[k] == pytest.approx(float(tail), rel=1e-12, abs=1e-300)
+        assert res.count_bound[k] == pytest.approx(math.exp(-length * mass / 3), rel=1e-14)
+        assert res.separator_bound[k] == pytest.approx(math.exp(-blocks * before[k] ** 2 / 8),
+                                                       rel=1e-14)
+    if length == 8:
+        steps = np.array(list(itertools.product(range(3), repeat=length)))
+        weight = np.prod(np.array(masses)[steps], axis=1)
+        seps = separators(steps, 3, num_steps=3)
+        exact_event = weight @ (seps <= blocks * before**2 / 2)
+        assert np.all(res.separator_low <= exact_event + 1e-12)
+        assert np.all(exact_event <= res.separator_high + 1e-12)
 
 
 # ------------------------------------------------------------------------------ Lemma B.11
@@ -244,6 +326,63 @@ def test_first_step_bound_is_its_mean():
     b = step_dependency_bound(schedule, 1000, 3)
     assert b.bound[0] == pytest.approx(1000 * 0.1)
     assert np.all(b.bound <= 1000 * schedule.masses + 1e-9)
+
+
+def _b11_reference(masses, length: int, n: int):
+    """Lemma B.11 per step from docs/theory/lemma-b11.md with floor(L/(n-1)) blocks B:
+    main 8 L^2 p^2 / (B P^(n-1)), Case 1 2 mu e^(-B P^(n-1) / 8), Case 2 (2 mu + 3) e^(-mu/3),
+    capped at mu = L p (main = inf at P = 0 < p)."""
+    blocks = length // (n - 1)
+    rows, before = [], Fraction(0)
+    for mass in masses:
+        p = Fraction(float(mass))
+        mu = length * p
+        power = before ** (n - 1)
+        if mu == 0:
+            main = 0.0
+        elif power == 0:
+            main = math.inf
+        else:
+            main = float(8 * length**2 * p**2 / (blocks * power))
+        case1 = float(2 * mu) * math.exp(-float(blocks * power) / 8)
+        case2 = float(2 * mu + 3) * math.exp(-float(mu) / 3)
+        rows.append((main, case1, case2, min(main + case1 + case2, float(mu))))
+        before += p
+    return [np.array(col) for col in zip(*rows, strict=True)]
+
+
+@pytest.mark.parametrize("masses,length,n", [
+    ([0.3, 0.05, 0.15, 0.5], 60, 3),
+    ([0.3, 0.05, 0.15, 0.5], 61, 3),
+    ([0.5, 0.02, 0.0, 0.48], 40, 2),
+    ([0.25, 0.25, 0.25, 0.25], 90, 4),
+    ([0.6, 0.001, 0.399], 5000, 3),
+])
+def test_lemma_b11_fields_closed_form(masses, length, n):
+    """Every field of ``step_dependency_bound`` against the formula written out here."""
+    main, case1, case2, bound = _b11_reference(masses, length, n)
+    res = step_dependency_bound(Schedule(masses), length, n)
+    finite = np.isfinite(main)
+    assert np.array_equal(np.isfinite(res.main), finite)
+    np.testing.assert_allclose(res.main[finite], main[finite], rtol=1e-12, atol=0)
+    np.testing.assert_allclose(res.separator_tail, case1, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(res.count_tail, case2, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(res.bound, bound, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("masses,length,n", [
+    ([0.4, 0.6], 10, 2), ([0.05, 0.95], 9, 3), ([0.7, 0.1, 0.2], 8, 2), ([0.3, 0.3, 0.4], 7, 3),
+    ([0.9, 0.02, 0.08], 9, 4),
+])
+def test_lemma_b11_bound_holds_against_exact_expectation(masses, length, n):
+    """E[D_k] over every step assignment (N^L of them) <= the capped bound, every step."""
+    steps = np.array(list(itertools.product(range(len(masses)), repeat=length)))
+    weight = np.prod(np.array(masses)[steps], axis=1)
+    exact_d = weight @ dependencies(steps, n, num_steps=len(masses))
+    bound = step_dependency_bound(Schedule(masses), length, n).bound
+    assert np.all(exact_d <= bound + 1e-12)
+    assert exact_d.sum() == pytest.approx(
+        expected_dependencies(Schedule(masses), length, n).value, rel=1e-12)
 
 
 # ------------------------------------------------------------------------------ Lemma B.12
@@ -317,11 +456,11 @@ def test_excess_monte_carlo_of_any_plan():
 
 def test_ter_bound():
     res = ter_bound(3, 0.1, 8, 0.01)
-    assert res.gap == pytest.approx(0.01 + 0.4 * math.log(8))
+    assert res.log_ter_gap_bound == pytest.approx(0.01 + 0.4 * math.log(8))
     assert res.min_length == 99472
     assert res.num_steps == 6481
     bits = ter_bound(3, 0.1, 8, 0.01 / math.log(2), base=2)
-    assert bits.gap == pytest.approx(res.gap / math.log(2))
+    assert bits.log_ter_gap_bound == pytest.approx(res.log_ter_gap_bound / math.log(2))
 
 
 def test_argument_errors():
