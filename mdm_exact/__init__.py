@@ -8,7 +8,7 @@ produces, its KL / TER / SER, and every bound of the paper checked numerically.
 from ._utils import DEFAULT_MAX_BYTES, MASK
 from .errors import ArgumentError, ArgumentTypeError, BudgetError, MdmExactError, MissingFileError
 from .estimate import Estimate
-from .exact import ExactMetrics, exact_metrics, interval_parity_ser, output_distribution
+from .exact import ExactMetrics, exact_metrics, output_distribution
 from .languages import (
     HMM,
     PRESETS,
@@ -42,6 +42,7 @@ from .policies import (
 from .posterior import Posterior, in_support, log_prob, posterior, posterior_marginals
 from .sampling import Oracle, PerturbedOracle, SampleResult, sample
 from .schedules import DeterministicPlan, FixedCountPlan, Schedule
+from .theory.interval import interval_parity_ser
 
 __version__ = "0.1.0"
 

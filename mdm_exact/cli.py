@@ -893,6 +893,8 @@ def _cmd_sweep(args) -> int:
     from .sweep import Grid, run_sweep, summary_rows
 
     languages = (args.preset or []) + (args.language or [])
+    if not languages:
+        raise ArgumentError("give --preset NAME,... or --language FILE,...")
     plans = (args.schedule or []) + (args.policy or []) + (args.plan_file or [])
     if not plans:
         plans = ["linear"] if args.steps else []
@@ -931,7 +933,8 @@ def _add_sweep(sub) -> None:
                    help="language files (.json / .npz)")
     p.add_argument("--length", type=_list(_count(1)), required=True, metavar="L,...")
     p.add_argument("--schedule", type=_list(str), metavar="FAMILY,...",
-                   help=f"{SCHEDULE_HELP} or fixed-count, with --steps (default linear)")
+                   help="linear, cosine, loglinear[:EPS], polynomial:A or fixed-count, with "
+                        "--steps (default linear)")
     p.add_argument("--steps", type=_list(_count(1)), metavar="N,...",
                    help="numbers of steps of the --schedule families")
     p.add_argument("--policy", type=_list(str), metavar="SPEC,...",

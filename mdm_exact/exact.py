@@ -621,9 +621,9 @@ def _jensen_bound(language: Language, plan: Plan, tables: _Tables, den, entropy:
             o = np.where(post.valid[:, None, None], post.marginals, 0.0)
         cond_entropy.append(np.where(w > 0, w * shannon_entropy(o), 0.0).sum())
         if not oracle:
-            with np.errstate(divide="ignore", invalid="ignore"):
+            with np.errstate(divide="ignore", invalid="ignore"):  # 0 * inf where w = 0
                 kl = _kl_terms(o, p, np.log(o), np.log(p)).sum(axis=2)
-            kl_part.append(np.where(w > 0, w * kl, 0.0).sum())
+                kl_part.append(np.where(w > 0, w * kl, 0.0).sum())
     tc = 0.0 if _one_at_a_time(plan, length) else max(0.0, math.fsum(cond_entropy) - entropy)
     return math.fsum(kl_part) + tc
 
@@ -698,18 +698,3 @@ def _policy_metrics(language: Language, policy: Policy, length: int, denoiser, m
     with np.errstate(divide="ignore"):
         seq = _sequence_metrics(language, np.log(dist.ravel()), length)
     return _metrics(seq, length, None)
-
-
-def interval_parity_ser(interval: int, length: int, schedule: Plan, *,
-                        eps_learning: float = 0.0) -> float:
-    """Exact SER of Example C.7 at any length, O(N l^2) (L = 10^6, N = 10^5 in milliseconds).
-
-    ``eps_learning = 0`` is the oracle (a colliding pair is wrong with probability 1/2); a
-    positive value is Example C.7's worst model under Assumption 4.1, whose pair bits are biased
-    by sqrt(eps_learning / 2) so that a colliding pair errs with probability 1/2 - eps_learning.
-    Computed by ``mdm_exact.theory.interval.oracle_ser``.
-    """
-    from .theory.interval import collision_error_probability, oracle_ser
-
-    p_e = 0.5 if eps_learning == 0 else collision_error_probability(eps_learning)
-    return oracle_ser(check_plan(schedule), interval, length, p_e=p_e)

@@ -731,11 +731,11 @@ def _policy_point(language, length: int, kind: str, name: str, setting: float, n
                   ) -> tuple[float, ...]:
     """(parameter, nfe, nfe_low, nfe_high, ser, ser_low, ser_high) of one point."""
     from .estimate import mean_interval
-    from .exact import interval_parity_ser
     from .languages import IntervalParity
     from .metrics import sequence_error_rate
     from .policies import parse_policy
     from .sampling import sample
+    from .theory.interval import interval_parity_ser
 
     if kind == "value":
         plan, param = parse_policy(f"{name}:{setting!r}"), setting

@@ -24,10 +24,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mdm_exact import HMM, IntervalParity, NGram, preset, random_hmm, random_ngram
-from mdm_exact.exact import exact_metrics, interval_parity_ser, output_distribution
+from mdm_exact.exact import exact_metrics, output_distribution
 from mdm_exact.sampling import Oracle, PerturbedOracle
 from mdm_exact.schedules import DeterministicPlan, FixedCountPlan, Schedule
-from mdm_exact.theory.interval import oracle_ser
+from mdm_exact.theory.interval import interval_parity_ser, oracle_ser
 
 MASK = -1
 TOL = 1e-10

@@ -533,8 +533,8 @@ def test_bad_policy_arguments(make, name):
 
 
 def test_policy_refused_where_only_plans_make_sense(bigram):
-    from mdm_exact.exact import interval_parity_ser
     from mdm_exact.theory import hmm, interval, ngram
+    from mdm_exact.theory.interval import interval_parity_ser
 
     policy = Threshold(0.5)
     with pytest.raises(MdmExactError, match="schedule") as info:

@@ -14,8 +14,8 @@ import pytest
 
 from mdm_exact import plotting
 from mdm_exact.errors import ArgumentError, ArgumentTypeError
-from mdm_exact.exact import interval_parity_ser
 from mdm_exact.schedules import Schedule
+from mdm_exact.theory.interval import interval_parity_ser
 
 pytestmark = pytest.mark.usefixtures("one_numba_thread")
 

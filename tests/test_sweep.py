@@ -203,6 +203,9 @@ def test_cli_sweep_json_and_figure_from_the_directory(tmp_path, capsys):
     assert main(["figure", "fig1", "--from", str(out), "--out", str(png), "--overwrite",
                  "--samples", "3"]) == 2
     assert "--samples do not apply with --from" in capsys.readouterr().err
+    assert main(["sweep", "--length", "8", "--steps", "2"]) == 2
+    assert capsys.readouterr().err == ("mdm-exact: error: give --preset NAME,... or --language "
+                                       "FILE,...\n")
 
 
 def test_figure_1_takes_a_table():
@@ -236,7 +239,7 @@ def test_policies_plan_files_and_perturbed_denoisers_are_cells(tmp_path):
     from mdm_exact.plan_files import save_plan
 
     path = save_plan(Schedule.linear(2), tmp_path / "linear2.json")
-    grid = Grid(language=("2-gram",), length=(6,), plan=("topk-confidence:2", str(path)),
+    grid = Grid(language=("2-gram",), length=(4,), plan=("topk-confidence:2", str(path)),
                 denoiser=("oracle", "perturbed:0"))
     t = run_sweep(grid, 8, workers=1)
     assert len(t) == 4 and t["steps"].isna().all()

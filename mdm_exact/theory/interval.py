@@ -40,7 +40,7 @@ from .._utils import (
     run_lengths,
 )
 from ..errors import ArgumentError, ArgumentTypeError, BudgetError
-from ..schedules import DeterministicPlan, FixedCountPlan, Schedule
+from ..schedules import DeterministicPlan, FixedCountPlan, Plan, Schedule
 from ._common import check_probability, masses_of
 
 WORK_BUDGET = 1e9
@@ -646,3 +646,16 @@ def min_steps_for_ser(
         raise ArgumentError(f"target SER {target} is not reached with max_steps={max_steps} "
                             f"steps (SER there: {sers[max_steps]:.6g})")
     return n
+
+
+def interval_parity_ser(interval: int, length: int, schedule: Plan, *,
+                        eps_learning: float = 0.0) -> float:
+    """Exact SER of Example C.7 at any length, O(N l^2) (L = 10^6, N = 10^5 in milliseconds).
+
+    ``eps_learning = 0`` is the oracle (a colliding pair is wrong with probability 1/2); a
+    positive value is Example C.7's worst model under Assumption 4.1, whose pair bits are biased
+    by sqrt(eps_learning / 2) so that a colliding pair errs with probability 1/2 - eps_learning.
+    Computed by ``oracle_ser``.
+    """
+    p_e = 0.5 if eps_learning == 0 else collision_error_probability(eps_learning)
+    return oracle_ser(schedule, interval, length, p_e=p_e)
