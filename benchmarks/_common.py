@@ -5,6 +5,15 @@ The scripts run as ``python benchmarks/bench_<name>.py``, which puts this folder
 description, the load meter, the interleaved timer, the masked inputs, the command-line options
 every script has, and the writing of ``benchmarks/results/<name>[.quick].json`` and of the
 script's own marker-delimited section of ``docs/benchmarks.md``.
+
+``benchmarks/results/<name>.json`` is an append-only history, ``{"benchmark": name, "rows":
+[...]}``, one row per full run (the run's whole report: date, machine and versions, load,
+configuration, results), so progress is a table and not a claim. A row made with
+``--release NAME`` measures that release; every run prints the ratio of its headline times to
+those of the last release row measured on the same machine (CPU model and CPU counts) with the
+same sizes, and the script's docs section is regenerated from the history: the latest row in
+full, then a table of every row. ``--quick`` runs keep only their latest row, in
+``<name>.quick.json``, and touch no docs.
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -180,6 +190,9 @@ def parse_args(argv, doc: str, quick_help: str, sizes: dict, budget_help: str):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, help="JSON path (default benchmarks/results/)")
     parser.add_argument("--no-docs", action="store_true", help="do not touch docs/benchmarks.md")
+    parser.add_argument("--release", metavar="NAME",
+                        help="mark this row as the measurement of release NAME (later runs print "
+                             "their ratio to it)")
     args = parser.parse_args(argv)
     for flag, (full, quick, _) in sizes.items():
         dest = flag.lstrip("-").replace("-", "_")
@@ -192,14 +205,28 @@ def parse_args(argv, doc: str, quick_help: str, sizes: dict, budget_help: str):
 # ---------------------------------------------------------------------------------- results
 
 
+def source_revision() -> str:
+    """``git describe --always --dirty`` of the checkout, or "unknown" outside one."""
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
 def report_header(benchmark: str, argv, config: dict, *packages: str) -> dict:
-    """The first entries of every results JSON; ``packages`` go to :func:`machine_info`."""
+    """The first entries of every results row; ``packages`` go to :func:`machine_info`.
+    ``release`` is filled in by :func:`save` from ``--release``."""
     return {
         "benchmark": benchmark,
         "timestamp": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "argv": list(sys.argv[1:] if argv is None else argv),
         "config": config,
         "machine": machine_info(*packages),
+        "revision": source_revision(),
+        "release": None,
+        "loadavg_at_save": loadavg(),
     }
 
 
@@ -228,16 +255,111 @@ def update_docs(script: str, body: str, path: Path = DOCS) -> None:
     path.write_text(text)
 
 
-def save(report: dict, args, docs_body: Callable[[dict], str]) -> str:
-    """Write ``report`` to ``--output`` or ``benchmarks/results/<benchmark>[.quick].json`` and,
-    unless ``--quick`` or ``--no-docs``, replace the section of ``docs/benchmarks.md`` that
-    ``benchmarks/bench_<benchmark>.py`` owns with ``docs_body(report)``. Returns the "wrote"
-    line to print."""
+SIZE_FREE_CONFIG = ("budget_s", "repeats", "sample_repeats", "seed", "quick", "tolerance")
+"""Configuration entries that do not change what is measured (rows differing only in them are
+comparable)."""
+
+Headline = Callable[[dict], dict[str, float]]
+"""A script's headline times of a row: {label: seconds}, lower is better."""
+
+
+def machine_key(row: dict) -> tuple:
+    """What makes two rows' timings comparable: CPU model and logical / usable CPU counts."""
+    m = row.get("machine", {})
+    return m.get("cpu_model"), m.get("logical_cpus"), m.get("usable_cpus")
+
+
+def _sizes(row: dict) -> dict:
+    return {k: v for k, v in row.get("config", {}).items() if k not in SIZE_FREE_CONFIG}
+
+
+def load_history(path: Path) -> list[dict]:
+    """The rows of a results file: ``{"rows": [...]}``, or one bare report (the format before
+    the history) as a one-row history; [] when the file is absent."""
+    if not path.exists():
+        return []
+    data = json.loads(path.read_text())
+    return data["rows"] if "rows" in data else [data]
+
+
+def release_row(rows: list[dict], row: dict) -> dict | None:
+    """The last release row before ``row`` measured on the same machine with the same sizes."""
+    for old in reversed(rows):
+        if old is not row and old.get("release") and machine_key(old) == machine_key(row) \
+                and _sizes(old) == _sizes(row):
+            return old
+    return None
+
+
+def _headline(headline: Headline | None, row: dict) -> dict[str, float]:
+    """The row's headline times; {} where an old row lacks the fields the script reads."""
+    if headline is None:
+        return {}
+    try:
+        return headline(row)
+    except (KeyError, TypeError, IndexError):
+        return {}
+
+
+def compare_to_release(rows: list[dict], row: dict, headline: Headline | None) -> list[str]:
+    """Lines "label: new s vs release s: ratio x" (release time / new time: > 1 is faster)."""
+    base = release_row(rows, row)
+    if base is None or headline is None:
+        return ["no release row measured on this machine with these sizes to compare with"]
+    old, new = _headline(headline, base), _headline(headline, row)
+    lines = [f"vs release {base['release']} ({base['timestamp']}):"]
+    for label, t in new.items():
+        if label in old and t > 0:
+            lines.append(f"  {label}: {t:.4g} s vs {old[label]:.4g} s: {old[label] / t:.2f}x")
+    return lines
+
+
+def _load_text(row: dict) -> str:
+    load = row.get("loadavg_start") or row.get("loadavg_at_save")
+    return "n/a" if load is None else f"{load[0]:.2f}"
+
+
+def history_table(rows: list[dict], headline: Headline | None) -> str:
+    """Markdown table of every row: date, release, revision, machine, versions, 1-minute load
+    average at the start, and the headline times."""
+    labels: list[str] = []
+    for row in rows:
+        for label in _headline(headline, row):
+            if label not in labels:
+                labels.append(label)
+    head = ["Run (UTC)", "Release", "Revision", "Machine", "numpy / numba", "Load", *labels]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 5 + "---:|" * (1 + len(labels))]
+    for row in rows:
+        m = row.get("machine", {})
+        times = _headline(headline, row)
+        cells = [row.get("timestamp", "?"), row.get("release") or "", row.get("revision", ""),
+                 f"{m.get('cpu_model')}, {m.get('usable_cpus')} CPUs",
+                 f"{m.get('numpy')} / {m.get('numba')}", _load_text(row),
+                 *(f"{times[label]:.3g} s" if label in times else "n/a" for label in labels)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def save(report: dict, args, docs_body: Callable[[dict], str],
+         headline: Headline | None = None) -> str:
+    """Append ``report`` as a row to ``--output`` or ``benchmarks/results/<benchmark>.json``
+    (``--quick``: replace ``<benchmark>.quick.json`` with it), print its ratio to the last release
+    row on the same machine (``headline``: the row's headline times), and, unless ``--quick`` or
+    ``--no-docs``, regenerate the section of ``docs/benchmarks.md`` that
+    ``benchmarks/bench_<benchmark>.py`` owns: ``docs_body(report)`` and the history table.
+    Returns the "wrote" line to print."""
     name = report["benchmark"]
+    report["release"] = getattr(args, "release", None)
     out = args.output or RESULTS / (f"{name}.quick.json" if args.quick else f"{name}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    rows = [] if args.quick else load_history(out)
+    rows.append(report)
+    out.write_text(json.dumps({"benchmark": name, "rows": rows}, indent=2) + "\n")
+    print("\n".join(compare_to_release(rows, report, headline)))
     if args.quick or args.no_docs:
         return f"wrote {out}"
-    update_docs(f"bench_{name}", docs_body(report))
+    body = docs_body(report).rstrip("\n")
+    history = history_table(rows, headline)
+    update_docs(f"bench_{name}", f"{body}\n\n**History** (every row of `{out.name}`; times in "
+                f"seconds, lower is better):\n\n{history}\n")
     return f"wrote {out} and {DOCS}"

@@ -21,6 +21,7 @@ import math
 import os
 import signal
 import sys
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -315,7 +316,7 @@ def _cmd_simulate(args) -> int:
     token. Under a policy, NFE per row (mean and percentiles); the Jensen bound is defined for
     state-independent plans only (null)."""
     from .likelihood import ser_kl_lower_bound
-    from .metrics import generative_log_perplexity, jensen_bound, sequence_error_rate
+    from .metrics import generative_log_perplexity, sequence_error_rate
     from .sampling import sample
 
     lang = _language(args)
@@ -323,14 +324,16 @@ def _cmd_simulate(args) -> int:
     den = _denoiser(args, lang)
     policy = is_policy(plan)
     rng = np.random.default_rng(args.seed)
+    start = time.perf_counter()
     res = sample(lang, plan, args.length, args.samples, den, rng, progress=True)
+    sample_seconds = time.perf_counter() - start
     ser = sequence_error_rate(lang, res.tokens)
     gen = generative_log_perplexity(lang, res.tokens)
     num_valid = int(np.asarray(lang.in_support(res.tokens)).sum())
     gen_valid = (generative_log_perplexity(lang, res.tokens, valid_only=True)
                  if num_valid >= 2 else None)
-    jb = None if policy else jensen_bound(lang, plan, args.length, max(2, args.samples), den,
-                                          rng, progress=True)
+    jb, jensen_note = ((None, "n/a (defined for plans only)") if policy else
+                       _simulate_jensen(args, lang, plan, den, rng, res.nfe, sample_seconds))
     ser_floor = ser_kl_lower_bound(ser)
     kl, kl_note = _simulate_kl(args, lang, plan, den, rng)
     nfe = res.nfe_per_row
@@ -343,6 +346,7 @@ def _cmd_simulate(args) -> int:
             "ser_kl_lower_bound_per_token": ser_floor.scaled(per_token),
             "kl": kl.kl if kl else None, "kl_per_token": kl.kl_per_token if kl else None,
             "log_ter": kl.log_ter if kl else None, "kl_note": kl_note,
+            "jensen_note": jensen_note,
             "nfe_mean": float(nfe.mean()), "nfe_quantiles": quantiles,
             "samples": args.samples, "length": args.length, "plan": repr(plan),
             "language": repr(lang), "seed": args.seed}
@@ -355,7 +359,6 @@ def _cmd_simulate(args) -> int:
         return 0
     print(f"{lang!r}, L = {args.length}, {plan!r}, {args.samples} samples, seed {args.seed}")
     valid = f"{num_valid} of {args.samples} samples inside supp q"
-    no_plan = "n/a (defined for plans only)"
     no_kl = "n/a (as above)"
     rows = [("quantity", "estimate (95% interval)", "unit"),
             ("SER", str(ser), PROBABILITY),
@@ -366,8 +369,8 @@ def _cmd_simulate(args) -> int:
             ("KL, exact per sample", str(kl.kl) if kl else kl_note, NATS_PER_SEQUENCE),
             ("KL/L, exact per sample", str(kl.kl_per_token) if kl else no_kl, NATS_PER_TOKEN),
             ("log TER, eq. 4", str(kl.log_ter) if kl else no_kl, NATS_PER_TOKEN),
-            ("Jensen bound on KL", str(jb) if jb else no_plan, NATS_PER_SEQUENCE),
-            ("Jensen bound on KL/L", str(data["jensen_bound_per_token"]) if jb else no_plan,
+            ("Jensen bound on KL", str(jb) if jb else jensen_note, NATS_PER_SEQUENCE),
+            ("Jensen bound on KL/L", str(data["jensen_bound_per_token"]) if jb else no_kl,
              NATS_PER_TOKEN),
             ("SER lower bound on KL", str(ser_floor), NATS_PER_SEQUENCE),
             ("SER lower bound on KL/L", str(data["ser_kl_lower_bound_per_token"]),
@@ -387,8 +390,28 @@ def _cmd_simulate(args) -> int:
 
 
 KL_SECONDS = 60.0
-"""``simulate`` computes the exact-per-sample KL by default only when it is estimated to take
-at most this long; ``--kl-samples`` asks for it regardless."""
+"""``simulate`` computes the exact-per-sample KL and the Jensen bound by default only when each
+is estimated to take at most this long; ``--kl-samples`` / ``--jensen-samples`` ask for them
+regardless."""
+
+
+def _simulate_jensen(args, lang, plan, den, rng, executed_steps: int, sample_seconds: float):
+    """The Jensen bound of ``simulate`` (Lemma B.2) and None, or None and why it was skipped.
+
+    Its cost is one denoiser call on K rows per distinct step drawn among its K x L positions
+    (``expected_nfe(K L)`` for a Schedule), each priced at the sampler's measured seconds per
+    executed step, scaled from its ``samples`` rows to K."""
+    from .metrics import jensen_bound
+
+    rows = args.jensen_samples if args.jensen_samples is not None else max(2, args.samples)
+    if args.jensen_samples is None:
+        calls = (plan.expected_nfe(rows * args.length) if isinstance(plan, Schedule)
+                 else plan.expected_nfe(args.length))
+        seconds = sample_seconds / max(1, executed_steps) * calls * rows / args.samples
+        if seconds > KL_SECONDS:
+            return None, (f"not computed: about {seconds:.0f} s for {rows} samples "
+                          "(ask with --jensen-samples K)")
+    return jensen_bound(lang, plan, args.length, rows, den, rng, progress=True), None
 
 
 def _simulate_kl(args, lang, plan, den, rng):
@@ -420,6 +443,9 @@ def _add_simulate(sub) -> None:
                    help="draws x ~ q for the exact-per-sample KL and log TER, where the "
                         "likelihood is exact (default: min(samples, 100), skipped when "
                         f"estimated above {KL_SECONDS:g} s)")
+    p.add_argument("--jensen-samples", type=_count(2), default=None, metavar="K",
+                   help="draws for the Monte-Carlo Jensen bound (default: max(2, samples), "
+                        f"skipped when estimated above {KL_SECONDS:g} s)")
     p.add_argument("--seed", type=_count(0), default=0, help="sampling seed")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_simulate)

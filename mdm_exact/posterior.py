@@ -26,6 +26,7 @@ Example C.7 (``IntervalParityArrays``) has a closed form per interval and skips 
 
 from __future__ import annotations
 
+import os
 import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -49,7 +50,27 @@ SERIAL_WORK = 1_000_000
 threads costs more than such a call, and far more on a busy machine."""
 
 DENSE_FRACTION = 0.25
-"""HMMs whose transition matrix has more than this fraction of non-zeros use the dense kernel."""
+"""HMMs whose transition matrix has more than this fraction of non-zeros use a dense kernel."""
+
+THREADS_ENV = "MDM_EXACT_THREADS"
+"""Environment variable capping the numba threads of one engine call (below numba's own count,
+``NUMBA_NUM_THREADS``); one per process of a sweep keeps its processes off each other's cores."""
+
+BLOCK_ROWS = 128
+"""Rows the blocked kernel moves together: one (rows x K) @ (K x K) product per position."""
+
+BLOCK_BYTES = 32 * 2**20
+"""Forward table of one block of the blocked kernel (rows x length x K floats); fewer rows for
+long sequences, and the per-row dense kernel below ``MIN_BLOCK_ROWS``."""
+
+MIN_BLOCK_ROWS = 8
+
+FIRST_ORDER_BYTES = 2**28
+"""Largest table of cached matrix powers the first-order kernel builds under ``auto``."""
+
+_FASTMATH = {"reassoc", "contract"}
+"""Only reassociation (vectorised sums) and fused multiply-adds: no finite-math assumptions,
+rounding changes at the 1e-16 level."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -265,10 +286,24 @@ def _log_space(chain: _Chain, x: np.ndarray, with_marginals: bool):
             np.log(chain.parents_p), with_marginals)
 
 
-IMPLEMENTATIONS = ("auto", "sparse", "dense")
-"""Engines of the chain: ``sparse`` iterates over the positive transitions (always used for
-n-grams, whose structure it is), ``dense`` over the full K x K matrix; ``auto`` picks dense for
-HMMs with more than ``DENSE_FRACTION`` non-zero transitions."""
+IMPLEMENTATIONS = ("auto", "first-order", "blocked", "dense", "sparse")
+"""Engines of the chain (the results agree to rounding, their zeros exactly):
+
+- ``first-order``: 2-grams and HMMs whose emission is a permutation (a Markov chain of tokens).
+  A masked position depends only on its nearest revealed neighbours l < t < r:
+  q(x_t | x_l, x_r) is proportional to P^(t-l)[x_l, x_t] P^(r-t)[x_t, x_r] (the prior marginal
+  pi P^t without a left neighbour, 1 without a right one), so a row costs one scan and O(V) per
+  masked position with cached powers P^k.
+- ``blocked``: dense forward-backward with the rows of a block in the matrix dimension, one
+  (rows x K) @ (K x K) BLAS product per position and direction.
+- ``dense``: the same recursion row by row over the full K x K matrix.
+- ``sparse``: row by row over the positive transitions; for n-grams their own kernel on the
+  states consistent with the revealed tokens.
+
+``auto`` picks ``first-order`` where it applies (and its power table fits ``FIRST_ORDER_BYTES``),
+else ``sparse`` for n-grams and sparse HMMs, ``blocked`` for HMMs with more than
+``DENSE_FRACTION`` non-zero transitions (``dense`` where a block would hold fewer than
+``MIN_BLOCK_ROWS`` rows). ``dense`` and ``blocked`` on an n-gram run its dense HMM view."""
 
 
 def _check_implementation(implementation) -> str:
@@ -279,11 +314,17 @@ def _check_implementation(implementation) -> str:
 
 
 def _chain(arrays: HMMArrays | NGramArrays, implementation: str = "auto") -> _Chain:
-    """The kernels' tables of ``arrays``, built once per arrays object and implementation."""
+    """The kernels' tables of ``arrays``: the dense view for ``dense``/``blocked``, the n-gram or
+    CSR tables for ``sparse``, the HMM's own choice for ``auto``; built once per arrays object."""
     _check_implementation(implementation)
+    key = "dense" if implementation == "blocked" else implementation
+    if isinstance(arrays, HMMArrays) and key in ("auto", "first-order"):
+        key = "dense" if _dense_hmm(arrays) else "sparse"
+    elif key in ("auto", "first-order"):
+        key = "sparse"
     per_arrays = _CHAINS.setdefault(arrays, {})
-    if implementation in per_arrays:
-        return per_arrays[implementation]
+    if key in per_arrays:
+        return per_arrays[key]
     if isinstance(arrays, NGramArrays):
         v, c = arrays.vocab_size, arrays.order - 1
         s = v**c
@@ -293,7 +334,7 @@ def _chain(arrays: HMMArrays | NGramArrays, implementation: str = "auto") -> _Ch
         vals = flat[rows, nxt]
         emission_t = np.zeros((v, s))
         emission_t[np.arange(s) // v ** (c - 1), np.arange(s)] = 1.0
-        if implementation == "dense":
+        if key == "dense":
             # The dense HMM view: state (x_j, ..., x_{j+n-2}) moves to (x_{j+1}, ..., x_{j+n-1}).
             a = np.zeros((s, s))
             a[rows, cols] = vals
@@ -303,13 +344,65 @@ def _chain(arrays: HMMArrays | NGramArrays, implementation: str = "auto") -> _Ch
     else:
         a = arrays.transition
         rows, cols = np.nonzero(a > 0)
-        dense = implementation == "dense" or (
-            implementation == "auto" and rows.size > DENSE_FRACTION * a.size
-        )
         chain = _build_chain(arrays.initial, rows, cols, a[rows, cols], arrays.emission.T,
-                             a if dense else None)
-    per_arrays[implementation] = chain
+                             a if key == "dense" else None)
+    per_arrays[key] = chain
     return chain
+
+
+def _dense_hmm(arrays: HMMArrays) -> bool:
+    return np.count_nonzero(arrays.transition) > DENSE_FRACTION * arrays.transition.size
+
+
+def _block_rows(batch: int, length: int, states: int, threads: int) -> int:
+    """Rows per block of the blocked kernel: enough blocks for every thread, a forward table of
+    at most ``BLOCK_BYTES`` per block."""
+    per_thread = -(-batch // max(threads, 1))
+    fits = BLOCK_BYTES // (8 * max(length, 1) * states)
+    return int(max(1, min(BLOCK_ROWS, per_thread, fits)))
+
+
+def _token_chain(arrays: HMMArrays | NGramArrays) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(initial (V,), transition (V, V))`` of the token chain of a first-order language, else
+    None: a 2-gram is its own chain; an HMM whose emission is a permutation matrix (every entry 0
+    or 1, one 1 per row and per column) is the chain of the tokens its states emit."""
+    if isinstance(arrays, NGramArrays):
+        return (arrays.initial, arrays.transition) if arrays.order == 2 else None
+    emission = arrays.emission
+    k, v = emission.shape
+    ones = emission == 1.0
+    if not (k == v and np.all(ones | (emission == 0.0)) and np.all(ones.sum(axis=0) == 1)
+            and np.all(ones.sum(axis=1) == 1)):
+        return None
+    token = ones.argmax(axis=1)  # state s emits token token[s]
+    initial = np.zeros(v)
+    initial[token] = arrays.initial
+    transition = np.zeros((v, v))
+    transition[np.ix_(token, token)] = arrays.transition
+    return initial, transition
+
+
+def _resolve(arrays: HMMArrays | NGramArrays, implementation: str, x: np.ndarray,
+             threads: int, first_order: bool = True) -> str:
+    """The engine ``implementation`` means for these arrays and rows on ``threads`` threads (see
+    ``IMPLEMENTATIONS``); ``first_order=False`` leaves that engine out of ``auto``."""
+    if implementation == "first-order":
+        if _token_chain(arrays) is None:
+            raise ArgumentError(
+                "implementation='first-order' needs a first-order chain (a 2-gram or an HMM "
+                f"whose emission matrix is a permutation), got {type(arrays).__name__} with "
+                f"vocab_size={arrays.vocab_size}")
+        return implementation
+    if implementation != "auto":
+        return implementation
+    batch, length = x.shape
+    if (first_order and _token_chain(arrays) is not None
+            and _first_order_bytes(arrays.vocab_size, length) <= FIRST_ORDER_BYTES):
+        return "first-order"
+    if isinstance(arrays, NGramArrays) or not _dense_hmm(arrays):
+        return "sparse"
+    rows = _block_rows(batch, length, arrays.transition.shape[0], threads)
+    return "blocked" if rows >= min(MIN_BLOCK_ROWS, batch) else "dense"
 
 
 # ------------------------------------------------------------------------------ numba kernels
@@ -774,18 +867,443 @@ def _log_space_kernel(x, log_init, log_emit_t, c_ptr, c_idx, c_lp, p_ptr, p_idx,
     return marg, log_z
 
 
+# ------------------------------------------------------------------------- blocked dense kernel
+
+_MAX_BITS = np.iinfo(np.int64).max
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH)
+def _normalise(vals, bits, low_bits):
+    """Scale ``vals`` to sum 1; returns (the sum, the running smallest positive entry as int64
+    bits). Non-negative floats order like their bit patterns, so the minimum is an integer
+    reduction that vectorises, 0 (an exact zero) mapped above every positive number."""
+    total = 0.0
+    for s in range(vals.shape[0]):
+        total += vals[s]
+    if not total > 0.0:
+        return total, low_bits
+    inv = 1.0 / total
+    for s in range(vals.shape[0]):
+        vals[s] *= inv
+    for s in range(vals.shape[0]):
+        b = bits[s]
+        low_bits = min(low_bits, b if b != 0 else _MAX_BITS)
+    return total, low_bits
+
+
+@numba.njit(parallel=True, cache=True, fastmath=_FASTMATH)
+def _blocked_kernel(x, init, emit_t, dense, dense_t, emission, rows, chunks, with_marginals):
+    """Scaled forward-backward of a dense chain with ``rows`` rows per block in the matrix
+    dimension: per position one (rows x K) @ (K x K) product (BLAS) and a per-row pass that
+    applies the emission, rescales and tracks the smallest positive entry (see ``TINY``); per
+    masked position (rows x K) @ (K x V) for the marginals. ``chunks`` threads each take every
+    ``chunks``-th block; a block past the batch end runs fully masked rows that are dropped.
+    Returns (marginals (batch, length or 0, V), log-evidence, smallest positive entries)."""
+    batch, length = x.shape
+    k = init.shape[0]
+    vocab = emit_t.shape[0]
+    marg = np.zeros((batch, length if with_marginals else 0, vocab))
+    log_z = np.empty(batch)
+    lows = np.empty(batch)
+    blocks = (batch + rows - 1) // rows
+    one_bits = np.ones(1).view(np.int64)[0]
+    for c in numba.prange(chunks):
+        alpha = np.empty((length if with_marginals else 2, rows, k))
+        alpha_bits = alpha.view(np.int64)
+        beta = np.empty((rows, k))
+        beta_bits = beta.view(np.int64)
+        tmp = np.empty((rows, k))
+        mv = np.empty((rows, vocab))
+        dead = np.empty(rows, dtype=np.bool_)
+        lz = np.empty(rows)
+        low_bits = np.empty(rows, dtype=np.int64)
+        for blk in range(c, blocks, chunks):
+            b0 = blk * rows
+            r = min(rows, batch - b0)
+            dead[:] = False
+            lz[:] = 0.0
+            low_bits[:] = one_bits
+            for j in range(length):
+                jj = j if with_marginals else j % 2
+                cur = alpha[jj]
+                if j == 0:
+                    for i in range(rows):
+                        cur[i, :] = init
+                else:
+                    np.dot(alpha[jj - 1 if with_marginals else 1 - jj], dense, cur)
+                for i in range(rows):
+                    if dead[i]:
+                        continue
+                    tok = x[b0 + i, j] if i < r else -1
+                    if tok >= 0:
+                        for s in range(k):
+                            cur[i, s] *= emit_t[tok, s]
+                    total, low_bits[i] = _normalise(cur[i], alpha_bits[jj, i], low_bits[i])
+                    if total > 0.0:
+                        lz[i] += np.log(total)
+                    else:
+                        dead[i] = True
+                        cur[i, :] = 0.0
+            for i in range(r):
+                log_z[b0 + i] = -np.inf if dead[i] else lz[i]
+            if with_marginals:
+                beta[:, :] = 1.0
+                for j in range(length - 1, -1, -1):
+                    if j < length - 1:
+                        for i in range(rows):
+                            tok = x[b0 + i, j + 1] if i < r else -1
+                            if tok >= 0:
+                                for s in range(k):
+                                    tmp[i, s] = beta[i, s] * emit_t[tok, s]
+                            else:
+                                tmp[i, :] = beta[i, :]
+                        np.dot(tmp, dense_t, beta)
+                        for i in range(rows):
+                            if dead[i]:
+                                continue
+                            total, low_bits[i] = _normalise(beta[i], beta_bits[i], low_bits[i])
+                            if not total > 0.0:
+                                low_bits[i] = 0  # underflow: the row is redone in log space
+                                dead[i] = True
+                    gamma = alpha[j]
+                    for i in range(rows):
+                        for s in range(k):
+                            gamma[i, s] *= beta[i, s]
+                    np.dot(gamma, emission, mv)
+                    for i in range(r):
+                        tok = x[b0 + i, j]
+                        if dead[i]:
+                            continue
+                        if tok >= 0:
+                            marg[b0 + i, j, tok] = 1.0
+                            continue
+                        total = 0.0
+                        for v in range(vocab):
+                            total += mv[i, v]
+                        if not total > 0.0:
+                            low_bits[i] = 0
+                            dead[i] = True
+                            continue
+                        inv = 1.0 / total
+                        for v in range(vocab):
+                            marg[b0 + i, j, v] = mv[i, v] * inv
+                for i in range(r):
+                    if log_z[b0 + i] == -np.inf:
+                        marg[b0 + i, :, :] = np.nan
+            lows[b0:b0 + r] = low_bits[:r].view(np.float64)
+    return marg, log_z, lows
+
+
+# ------------------------------------------------------------------------ first-order chains
+
+
+SQRT_TINY = 1e-140
+"""A cached power entry at least this large times another one stays above ``TINY``."""
+
+
+def _first_order_bytes(vocab: int, powers: int) -> float:
+    return 8.0 * powers * vocab * (2 * vocab + 1)
+
+
+@numba.njit(cache=True)
+def _trust(p, reach, row_ok, col_ok):
+    """Flag the rows and columns of a power whose entries are trustworthy: zero exactly where
+    the Boolean power is, else at least ``SQRT_TINY`` (normal products, no lost digits)."""
+    row_ok[:] = True
+    col_ok[:] = True
+    for i in range(p.shape[0]):
+        for j in range(p.shape[1]):
+            val = p[i, j]
+            if not ((val >= SQRT_TINY) if reach[i, j] > 0.0 else (val == 0.0)):
+                row_ok[i] = False
+                col_ok[j] = False
+
+
+@numba.njit(cache=True)
+def _fill_powers(transition, reach1, powers, reach, row_ok, col_ok, start):
+    """powers[k] = P^k and its trust flags for k >= ``start`` (given k = start - 1 and the
+    Boolean power ``reach`` of start - 1, 0/1 floats, updated in place)."""
+    for k in range(start, powers.shape[0]):
+        np.dot(powers[k - 1], transition, powers[k])
+        nxt = np.dot(reach, reach1)
+        for i in range(nxt.shape[0]):
+            for j in range(nxt.shape[1]):
+                reach[i, j] = 1.0 if nxt[i, j] > 0.0 else 0.0
+        _trust(powers[k], reach, row_ok[k], col_ok[k])
+
+
+@numba.njit(cache=True)
+def _fill_prior(transition, reach1, prior, reach, ok, start):
+    """prior[t] = pi P^t and its trust flag (as ``_trust``) for t >= ``start`` (``reach``: the
+    Boolean support of prior[start - 1] as 0/1 floats, updated in place)."""
+    for t in range(start, prior.shape[0]):
+        np.dot(prior[t - 1], transition, prior[t])
+        nxt = np.dot(reach, reach1)
+        good = True
+        for j in range(nxt.shape[0]):
+            reach[j] = 1.0 if nxt[j] > 0.0 else 0.0
+            val = prior[t, j]
+            if not ((val >= SQRT_TINY) if reach[j] > 0.0 else (val == 0.0)):
+                good = False
+        ok[t] = good
+
+
+@numba.njit(cache=True)
+def _first_order_sizes(x):
+    """(prior entries, powers) the rows of ``x`` read: pi P^t up to the first revealed position
+    (all of a fully masked row), P^k up to the longest step from a revealed position to the
+    next one or to the end."""
+    batch, length = x.shape
+    n_prior, n_powers = 1, 1
+    for b in range(batch):
+        left = -1
+        for t in range(length):
+            if x[b, t] >= 0:
+                if left < 0:
+                    n_prior = max(n_prior, t + 1)
+                else:
+                    n_powers = max(n_powers, t - left + 1)
+                left = t
+        if left < 0:
+            n_prior = max(n_prior, length)
+        else:
+            n_powers = max(n_powers, length - left)
+    return n_prior, n_powers
+
+
+@dataclass(eq=False)
+class _Powers:
+    """Cached tables of a token chain (initial pi, transition P), grown on demand: prior[t] =
+    pi P^t, powers[k] = P^k (and transposed), and where each is trustworthy (``_trust``); the
+    last Boolean powers (0/1 floats) continue the tables."""
+
+    transition: np.ndarray
+    reach1: np.ndarray
+    prior: np.ndarray
+    prior_ok: np.ndarray
+    prior_reach: np.ndarray
+    powers: np.ndarray
+    powers_t: np.ndarray
+    row_ok: np.ndarray
+    col_ok: np.ndarray
+    reach: np.ndarray
+
+    @classmethod
+    def of(cls, initial: np.ndarray, transition: np.ndarray) -> _Powers:
+        v = transition.shape[0]
+        p = np.array(transition, dtype=np.float64, order="C")
+        reach1 = (p > 0).astype(np.float64)
+        return cls(p, reach1, np.array(initial, dtype=np.float64).reshape(1, v),
+                   np.ones(1, dtype=np.bool_), (np.asarray(initial) > 0).astype(np.float64),
+                   np.eye(v).reshape(1, v, v), np.eye(v).reshape(1, v, v),
+                   np.ones((1, v), dtype=np.bool_),
+                   np.ones((1, v), dtype=np.bool_), np.eye(v))
+
+    def grow(self, n_prior: int, n_powers: int) -> None:
+        have = self.prior.shape[0]
+        if n_prior > have:
+            n = max(n_prior, 2 * have)
+            self.prior = np.concatenate([self.prior, np.empty((n - have, self.prior.shape[1]))])
+            self.prior_ok = np.concatenate([self.prior_ok, np.empty(n - have, dtype=np.bool_)])
+            _fill_prior(self.transition, self.reach1, self.prior, self.prior_reach,
+                        self.prior_ok, have)
+        have = self.powers.shape[0]
+        if n_powers > have:
+            n = max(n_powers, 2 * have)
+            v = self.transition.shape[0]
+            self.powers = np.concatenate([self.powers, np.empty((n - have, v, v))])
+            self.row_ok = np.concatenate([self.row_ok, np.empty((n - have, v), dtype=np.bool_)])
+            self.col_ok = np.concatenate([self.col_ok, np.empty((n - have, v), dtype=np.bool_)])
+            _fill_powers(self.transition, self.reach1, self.powers, self.reach, self.row_ok,
+                         self.col_ok, have)
+            self.powers_t = np.ascontiguousarray(self.powers.transpose(0, 2, 1))
+
+
+def _powers(arrays: HMMArrays | NGramArrays) -> _Powers:
+    per_arrays = _CHAINS.setdefault(arrays, {})
+    if "powers" not in per_arrays:
+        per_arrays["powers"] = _Powers.of(*_token_chain(arrays))
+    return per_arrays["powers"]
+
+
+@numba.njit(parallel=True, cache=True)
+def _first_order_kernel(x, prior, prior_ok, powers, powers_t, row_ok, col_ok, with_marginals):
+    """Marginals and log-evidence of a token chain from its nearest revealed neighbours:
+    q(x_t = v | x_l, x_r) proportional to P^(t-l)[x_l, v] P^(r-t)[v, x_r] (pi P^t without a
+    left neighbour, 1 without a right one) and log q(revealed) = log (pi P^(r_1))[x_(r_1)] +
+    sum log P^(r_(i+1) - r_i)[x_(r_i), x_(r_(i+1))] (``powers_t``: the transposed powers, so
+    that a column is contiguous). Returns (marginals, log-evidence, rows that
+    read an untrusted table entry and must be recomputed)."""
+    batch, length = x.shape
+    vocab = prior.shape[1]
+    marg = np.zeros((batch, length if with_marginals else 0, vocab))
+    log_z = np.empty(batch)
+    trouble = np.zeros(batch, dtype=np.bool_)
+    for b in numba.prange(batch):
+        row = x[b]
+        left, xl = -1, 0
+        lz = 0.0
+        prod = 1.0  # a running product of evidence factors: one log per ~1e150, not per factor
+        bad = False
+        for t in range(length + 1):
+            xr = row[t] if t < length else -1
+            if t < length and xr < 0:
+                continue
+            if t < length:
+                if left < 0:
+                    bad = not prior_ok[t]
+                    p = prior[t, xr]
+                else:
+                    bad = not row_ok[t - left, xl]
+                    p = powers[t - left, xl, xr]
+                if bad or p == 0.0:
+                    prod = 0.0
+                    break
+                prod *= p
+                if prod < 1e-150:
+                    lz += np.log(prod)
+                    prod = 1.0
+            if with_marginals:
+                for u in range(left + 1, t):
+                    if left < 0:
+                        lvec = prior[u]
+                        bad = not prior_ok[u]
+                    else:
+                        lvec = powers[u - left, xl]
+                        bad = not row_ok[u - left, xl]
+                    if t < length:
+                        bad = bad or not col_ok[t - u, xr]
+                    if bad:
+                        break
+                    total = 0.0
+                    if t < length:
+                        rvec = powers_t[t - u, xr]
+                        for v in range(vocab):
+                            q = lvec[v] * rvec[v]
+                            marg[b, u, v] = q
+                            total += q
+                    else:
+                        for v in range(vocab):
+                            marg[b, u, v] = lvec[v]
+                            total += lvec[v]
+                    if not total > 0.0:
+                        bad = True
+                        break
+                    inv = 1.0 / total
+                    for v in range(vocab):
+                        marg[b, u, v] *= inv
+                if bad:
+                    break
+                if t < length:
+                    marg[b, t, xr] = 1.0
+            left, xl = t, xr
+        trouble[b] = bad
+        lz = lz + np.log(prod) if prod > 0.0 else -np.inf
+        log_z[b] = lz
+        if lz == -np.inf and with_marginals:
+            marg[b, :, :] = np.nan
+    return marg, log_z, trouble
+
+
+def _thread_cap(threads: int) -> int:
+    """numba's thread count ``threads`` (``NUMBA_NUM_THREADS`` or the CPUs), capped by
+    ``$MDM_EXACT_THREADS`` where set."""
+    raw = os.environ.get(THREADS_ENV, "").strip()
+    if not raw:
+        return threads
+    try:
+        cap = int(raw)
+    except ValueError:
+        cap = 0
+    if cap < 1:
+        raise ArgumentError(f"${THREADS_ENV} must be a positive integer, got {raw!r}")
+    return min(cap, threads)
+
+
 @contextmanager
 def _threads_for(work: float):
-    """Run small calls on one numba thread (see ``SERIAL_WORK``)."""
-    if work >= SERIAL_WORK or numba.get_num_threads() == 1:
-        yield
-        return
+    """Run a call on as many numba threads as its work keeps busy: one per ``SERIAL_WORK``
+    (position x state) updates, so a call below it stays on one thread, and at most
+    ``_thread_cap``. Yields the thread count."""
     before = numba.get_num_threads()
-    numba.set_num_threads(1)
+    threads = int(max(1, min(_thread_cap(before), work // SERIAL_WORK)))
+    if threads == before:
+        yield threads
+        return
+    numba.set_num_threads(threads)
     try:
-        yield
+        yield threads
     finally:
         numba.set_num_threads(before)
+
+
+def _run_chain(arrays: HMMArrays | NGramArrays, x: np.ndarray, implementation: str,
+               with_marginals: bool, max_bytes: float | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """(marginals (batch, length or 0, V) with NaN on impossible rows, log-evidence) of the rows
+    of ``x`` by the engine ``implementation`` resolves to. Rows a scaled kernel cannot vouch
+    for (``TINY``) are redone in log space; rows where a cached first-order power is untrusted
+    by the engine ``auto`` would pick without it."""
+    batch, length = x.shape
+    vocab = arrays.vocab_size
+    impl = _resolve(arrays, implementation, x, _thread_cap(numba.get_num_threads()))
+    if impl == "first-order":
+        tables = _powers(arrays)
+        if min(tables.prior.shape[0], tables.powers.shape[0]) < length:
+            n_prior, n_powers = _first_order_sizes(x)
+            check_memory(f"first-order powers P^k for k < {n_powers} with V={vocab}",
+                         _first_order_bytes(vocab, n_powers), max_bytes,
+                         argument="the gaps between revealed tokens")
+            tables.grow(n_prior, n_powers)
+        with _threads_for(x.size * vocab):
+            marg, log_z, trouble = _first_order_kernel(
+                x, tables.prior, tables.prior_ok, tables.powers, tables.powers_t, tables.row_ok,
+                tables.col_ok, with_marginals)
+        rows = np.flatnonzero(trouble)
+        if rows.size:
+            generic = _resolve(arrays, "auto", x[rows], numba.get_num_threads(), False)
+            redo, log_z[rows] = _run_chain(arrays, x[rows], generic, with_marginals, max_bytes)
+            if with_marginals:
+                marg[rows] = redo
+        return marg, log_z
+    chain = _chain(arrays, impl)
+    with _threads_for(x.size * chain.num_states) as threads:
+        if impl == "blocked":
+            rows = _block_rows(batch, length, chain.num_states, threads)
+            if with_marginals:
+                check_memory(
+                    f"posterior(batch={batch}, length={length}) with {chain.num_states} states",
+                    8.0 * (batch * length * vocab + threads * length * rows * chain.num_states),
+                    max_bytes, argument="the batch or length of x")
+            marg, log_z, lows = _blocked_kernel(
+                x, chain.initial, chain.emission_t, chain.dense, chain.dense_t,
+                np.ascontiguousarray(chain.emission_t.T), rows, min(threads, -(-batch // rows)),
+                with_marginals)
+        else:
+            if with_marginals:
+                check_memory(
+                    f"posterior(batch={batch}, length={length}) with {chain.num_states} states",
+                    8.0 * (batch * length * vocab + threads * length * chain.num_states),
+                    max_bytes, argument="the batch or length of x")
+            if chain.shift.size:
+                marg, log_z, lows = _ngram_marginals_kernel(
+                    x, chain.initial, chain.shift, vocab, arrays.order, with_marginals)
+            elif with_marginals:
+                marg, log_z, lows = _marginals_kernel(
+                    x, chain.initial, chain.emission_t, chain.dense, chain.dense_t,
+                    chain.children_ptr, chain.children, chain.children_p, chain.parents_ptr,
+                    chain.parents, chain.parents_p, chain.emitters_ptr, chain.emitters)
+            else:
+                log_z, lows = _log_evidence_kernel(
+                    x, chain.initial, chain.emission_t, chain.dense, chain.parents_ptr,
+                    chain.parents, chain.parents_p, chain.emitters_ptr, chain.emitters)
+                marg = np.zeros((batch, 0, vocab))
+        rows = np.flatnonzero(_in_trouble(chain, lows))
+        if rows.size:
+            redo, log_z[rows] = _log_space(chain, x[rows], with_marginals)
+            if with_marginals:
+                marg[rows] = redo
+    return marg, log_z
 
 
 # ------------------------------------------------------------------------ interval parity
@@ -843,6 +1361,25 @@ def _interval_parity(arrays: IntervalParityArrays, x: np.ndarray, want_marginals
 # ------------------------------------------------------------------------------ public API
 
 
+BACKENDS = ("numba", "torch")
+"""Engines of the public functions: ``numba`` (numpy arrays in and out) or ``torch``
+(``mdm_exact.posterior_torch``, imported on first use: tensors on ``device`` out, for a model
+training on a GPU; needs the ``torch`` extra)."""
+
+
+def _torch_engine(backend: str, device):
+    """``mdm_exact.posterior_torch`` for ``backend="torch"``, None for numba."""
+    if backend not in BACKENDS:
+        raise ArgumentError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "numba":
+        if device is not None:
+            raise ArgumentError(f"device={device!r} needs backend='torch'")
+        return None
+    from . import posterior_torch
+
+    return posterior_torch
+
+
 def _prepare(language: ChainSource | ChainArrays, x) -> tuple[ChainArrays, np.ndarray, bool]:
     arrays = _arrays_of(language)
     arr = check_tokens(x, arrays.vocab_size)
@@ -851,17 +1388,22 @@ def _prepare(language: ChainSource | ChainArrays, x) -> tuple[ChainArrays, np.nd
 
 def posterior(
     language: ChainSource | ChainArrays, x, *, implementation: str = "auto",
-    max_bytes: float | None = None
+    max_bytes: float | None = None, backend: str = "numba", device=None
 ) -> Posterior:
     """Exact token marginals given the revealed tokens of each row (never raises on impossible
     rows; see ``Posterior.valid``).
 
     language: a language or its ``ChainArrays``. x: (batch, length) int with ``MASK = -1`` at
     masked positions (a 1-D x is one row and the batch axis is dropped from the result). Cost
+    O(batch * length * V) for a first-order chain (after its cached powers),
     O(batch * length * V^n) for an n-gram, O(batch * length * K^2) for a dense HMM; memory one
-    (length, states) table per thread. ``implementation``: see ``IMPLEMENTATIONS`` (the results
-    agree to rounding).
+    (length, states) table per thread or block. ``implementation``: see ``IMPLEMENTATIONS`` (the
+    results agree to rounding, their zeros exactly). ``backend="torch"``: the same result as
+    torch tensors on ``device`` (``mdm_exact.posterior_torch.posterior``; x may be a tensor).
     """
+    engine = _torch_engine(backend, device)
+    if engine is not None:
+        return engine.posterior(language, x, device=device, max_bytes=max_bytes)
     arrays, arr, single = _prepare(language, x)
     _check_implementation(implementation)
     batch, length = arr.shape
@@ -871,27 +1413,7 @@ def posterior(
                      argument="the batch or length of x")
         marg, log_z, valid = _interval_parity(arrays, arr, True)
     else:
-        chain = _chain(arrays, implementation)
-        check_memory(
-            f"posterior(batch={batch}, length={length}) with {chain.num_states} states",
-            8.0 * (batch * length * arrays.vocab_size
-                   + numba.get_num_threads() * length * chain.num_states),
-            max_bytes,
-            argument="the batch or length of x",
-        )
-        with _threads_for(batch * length * chain.num_states):
-            if chain.shift.size:
-                marg, log_z, lows = _ngram_marginals_kernel(
-                    arr, chain.initial, chain.shift, arrays.vocab_size, arrays.order, True)
-            else:
-                marg, log_z, lows = _marginals_kernel(
-                    arr, chain.initial, chain.emission_t, chain.dense, chain.dense_t,
-                    chain.children_ptr, chain.children, chain.children_p, chain.parents_ptr,
-                    chain.parents, chain.parents_p, chain.emitters_ptr, chain.emitters,
-                )
-            rows = np.flatnonzero(_in_trouble(chain, lows))
-            if rows.size:
-                marg[rows], log_z[rows] = _log_space(chain, arr[rows], True)
+        marg, log_z = _run_chain(arrays, arr, implementation, True, max_bytes)
         valid = np.isfinite(log_z)
     if single:
         return Posterior(marg[0], log_z[0], valid[0])
@@ -900,14 +1422,17 @@ def posterior(
 
 def posterior_marginals(
     language: ChainSource | ChainArrays, x, *, implementation: str = "auto",
-    max_bytes: float | None = None
+    max_bytes: float | None = None, backend: str = "numba", device=None
 ) -> np.ndarray:
     """(batch, length, V) exact q(x_i = v | revealed tokens): the ideal denoiser q_{0|t} (eq. 2).
 
     Raises ``ValueError`` naming the rows whose revealed tokens are impossible under q.
+    ``backend="torch"``: a tensor on ``device`` (see ``posterior``).
     """
-    post = posterior(language, x, implementation=implementation, max_bytes=max_bytes)
-    bad = np.flatnonzero(~np.atleast_1d(post.valid))
+    post = posterior(language, x, implementation=implementation, max_bytes=max_bytes,
+                     backend=backend, device=device)
+    valid = post.valid.cpu().numpy() if backend == "torch" else post.valid
+    bad = np.flatnonzero(~np.atleast_1d(valid))
     if bad.size:
         shown = ", ".join(str(i) for i in bad[:10]) + (" ..." if bad.size > 10 else "")
         raise ArgumentError(
@@ -917,9 +1442,14 @@ def posterior_marginals(
     return post.marginals
 
 
-def log_prob(language: ChainSource | ChainArrays, x) -> np.ndarray:
+def log_prob(language: ChainSource | ChainArrays, x, *, backend: str = "numba",
+             device=None) -> np.ndarray:
     """(batch,) log q of the revealed tokens of each row (masked positions marginalised), in
-    nats; ``-inf`` off the support. Full n-gram sequences use a direct table look-up."""
+    nats; ``-inf`` off the support. Full n-gram sequences use a direct table look-up.
+    ``backend="torch"``: a tensor on ``device`` (see ``posterior``)."""
+    engine = _torch_engine(backend, device)
+    if engine is not None:
+        return engine.log_prob(language, x, device=device)
     arrays, arr, single = _prepare(language, x)
     if isinstance(arrays, IntervalParityArrays):
         check_memory(f"log_prob(batch={arr.shape[0]}, length={arr.shape[1]}) of {language!r}",
@@ -929,19 +1459,7 @@ def log_prob(language: ChainSource | ChainArrays, x) -> np.ndarray:
     elif isinstance(arrays, NGramArrays) and np.all(arr >= 0):
         out = _ngram_log_prob(arrays, arr)
     else:
-        chain = _chain(arrays)
-        with _threads_for(arr.size * chain.num_states):
-            if chain.shift.size:
-                _, out, lows = _ngram_marginals_kernel(arr, chain.initial, chain.shift,
-                                                       arrays.vocab_size, arrays.order, False)
-            else:
-                out, lows = _log_evidence_kernel(arr, chain.initial, chain.emission_t,
-                                                 chain.dense, chain.parents_ptr, chain.parents,
-                                                 chain.parents_p, chain.emitters_ptr,
-                                                 chain.emitters)
-            rows = np.flatnonzero(_in_trouble(chain, lows))
-            if rows.size:
-                out[rows] = _log_space(chain, arr[rows], False)[1]
+        out = _run_chain(arrays, arr, "auto", False)[1]
     return out[0] if single else out
 
 
@@ -960,8 +1478,13 @@ def _ngram_log_prob(arrays: NGramArrays, x: np.ndarray) -> np.ndarray:
     return out
 
 
-def in_support(language: ChainSource | ChainArrays, x) -> np.ndarray:
-    """(batch,) exact test q(revealed tokens) > 0, in the Boolean semiring (no underflow)."""
+def in_support(language: ChainSource | ChainArrays, x, *, backend: str = "numba",
+               device=None) -> np.ndarray:
+    """(batch,) exact test q(revealed tokens) > 0, in the Boolean semiring (no underflow).
+    ``backend="torch"``: a bool tensor on ``device`` (see ``posterior``)."""
+    engine = _torch_engine(backend, device)
+    if engine is not None:
+        return engine.in_support(language, x, device=device)
     arrays, arr, single = _prepare(language, x)
     if isinstance(arrays, IntervalParityArrays):
         check_memory(f"in_support(batch={arr.shape[0]}, length={arr.shape[1]}) of "

@@ -33,7 +33,8 @@ from ._utils import (
 from .errors import ArgumentError, ArgumentTypeError
 from .languages import Language, check_language
 from .policies import Policy, is_policy
-from .posterior import posterior
+from .posterior import NGramArrays, posterior
+from .posterior_at import marginals_at, power_table
 from .schedules import Plan, check_plan
 
 Denoiser = Callable[[np.ndarray], np.ndarray]
@@ -60,6 +61,30 @@ class Oracle:
         post = posterior(self.language, x)
         marg = post.marginals  # a fresh array: filled in place, no second (B, L, V) copy
         marg[~post.valid] = 1.0 / self.language.vocab_size
+        return marg
+
+    def marginals_at(self, x: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """(n, V) the oracle's marginals at the masked positions (rows[i], cols[i]) of ``x``
+        (batch, L), equal to ``self(x)[rows, cols]``; ``rows`` non-decreasing and ``cols``
+        ascending within a row.
+
+        For an n-gram whose table of powers fits (``mdm_exact.posterior_at``) only those
+        positions are computed, by jumps between revealed tokens; otherwise, and for rows that
+        table cannot resolve to full precision, the full posterior of the rows concerned.
+        """
+        arrays = self.language.chain_arrays
+        table = power_table(arrays, x.shape[1]) if isinstance(arrays, NGramArrays) else None
+        used, start = np.unique(rows, return_index=True)
+        if table is None:
+            return self(x[used])[np.repeat(np.arange(used.size), np.diff(
+                np.append(start, rows.size))), cols]
+        ptr = np.append(start, rows.size)
+        marg, _, trouble = marginals_at(table, x[used], ptr, np.ascontiguousarray(cols))
+        redo = np.flatnonzero(trouble)
+        if redo.size:
+            full = self(x[used[redo]])
+            for i, b in enumerate(redo):
+                marg[ptr[b]:ptr[b + 1]] = full[i, cols[ptr[b]:ptr[b + 1]]]
         return marg
 
     def __repr__(self) -> str:
@@ -297,14 +322,20 @@ def sample(
     x = np.full((num, length), MASK, dtype=np.int64)
     order = np.argsort(steps, axis=None, kind="stable")
     bounds = np.searchsorted(steps.ravel()[order], np.arange(plan.num_steps + 1))
+    # The exact oracle is asked only for the positions a step reveals (the same marginals, so
+    # the same draws from the same rng); any other denoiser sees whole rows.
+    only_revealed = type(den) is Oracle
     for k in progress_bar(progress, range(plan.num_steps), desc="steps"):
         flat = order[bounds[k]:bounds[k + 1]]
         if flat.size == 0:
             continue
         rows_of, cols = np.divmod(flat, length)
-        rows, local = np.unique(rows_of, return_inverse=True)
-        probs = call_denoiser(den, x[rows], language.vocab_size)
-        x[rows_of, cols] = categorical(gen, probs[local, cols])
+        if only_revealed:
+            probs = den.marginals_at(x, rows_of, cols)
+        else:
+            rows, local = np.unique(rows_of, return_inverse=True)
+            probs = call_denoiser(den, x[rows], language.vocab_size)[local, cols]
+        x[rows_of, cols] = categorical(gen, probs)
     nfe_cache = (np.diff(np.sort(steps, axis=1), axis=1) != 0).sum(axis=1) + 1
     return SampleResult(x, steps, plan.num_steps, nfe_cache, nfe_cache)
 

@@ -167,3 +167,22 @@ def test_simulate_says_why_there_is_no_kl(capsys):
                     "--samples", "20")
     assert data["kl_per_token"] is None and data["log_ter"] is None
     assert "no exact likelihood" in data["kl_note"]
+
+
+def test_simulate_skips_a_jensen_bound_estimated_above_the_limit(capsys, monkeypatch):
+    """The Jensen bound costs about as many denoiser calls as there are distinct drawn steps:
+    above the time limit it is skipped with its estimate, and --jensen-samples asks for it."""
+    import mdm_exact.cli as cli
+
+    monkeypatch.setattr(cli, "KL_SECONDS", 0.0)
+    argv = ("simulate", "--preset", "2-gram", "--length", "12", "--steps", "4", "--samples", "8")
+    data = run_json(capsys, *argv)
+    assert data["jensen_bound"] is None and data["jensen_bound_per_token"] is None
+    assert data["jensen_note"].startswith("not computed: about ")
+    assert "--jensen-samples K" in data["jensen_note"]
+    code, out, _ = run(capsys, *argv)
+    assert code == 0 and "--jensen-samples K" in out
+    forced = run_json(capsys, *argv, "--jensen-samples", "5")
+    assert forced["jensen_note"] is None and forced["jensen_bound"]["num_samples"] == 5
+    assert forced["jensen_bound_per_token"]["value"] == pytest.approx(
+        forced["jensen_bound"]["value"] / 12, rel=1e-12)

@@ -276,7 +276,9 @@ def test_plan_file_deterministic_plan_length_is_checked(tmp_path):
 @pytest.mark.slow
 def test_bound_save_then_simulate_at_the_minimum_length(tmp_path):
     """The acceptance run of issue 13: Lemma B.12's schedule for n = 3, eps = 0.1, saved by
-    ``bound`` and sampled by ``simulate`` at L_0 = 99472 (6481 steps: minutes of CPU)."""
+    ``bound`` and sampled by ``simulate`` at L_0 = 99472. Long: 6481 denoiser calls on
+    (4, 99472) to sample, and as many again for ``simulate``'s Jensen bound, which takes most
+    of the time."""
     path = tmp_path / "a.json"
     code, _, err = _cli("bound", "--n", "3", "--eps", "0.1", "--save", str(path))
     assert code == 0, err

@@ -1,0 +1,236 @@
+"""n-gram token marginals at requested positions only, by jumps between revealed tokens.
+
+The sampler of eq. 3 needs, at each step, q(x_t | revealed tokens) only at the positions it
+reveals at that step (docs/concepts.md). For an n-gram, run over its state chain
+s_j = (x_j, ..., x_{j+n-2}) with transition P, the chain runs free between two revealed tokens,
+so a message crosses a gap of g positions in one product with P^g (Chapman-Kolmogorov),
+restricted to the V^(n-2) states whose first digit is the revealed token:
+
+    alpha_{r'}(s') = sum_s alpha_r(s) P^(r'-r)[s, s'],   q(x_t = v | ...) prop. to
+    sum_{s: s_0 = v} (alpha_l P^(t-l))(s) (P^(r-t) beta_r)(s)
+
+with l, r the revealed tokens next to t (the initial law pi P^t, or ones, at the ends). For a
+2-gram this is q(x_t | x_l, x_r) prop. to P^(t-l)[x_l, x_t] P^(r-t)[x_t, x_r]. A row costs
+O(m V^(2n-4)) for m revealed tokens plus O(V^(2n-3)) per requested position, against the
+O(L V^n) of the full masked forward-backward of ``mdm_exact.posterior``.
+
+Exactness: the table of powers P^g (g < L) and pi P^j is built once per language and length and
+is used only when its zero pattern equals the Boolean-semiring powers (so zeros are exact) and
+its smallest positive entry is at least ``POWER_FLOOR``; messages are rescaled to sum 1, and a
+row whose smallest possible product could fall below ``mdm_exact.posterior.TINY`` is reported
+(``lows``) for the caller to redo with ``posterior``, as that engine does for its own rows.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from .posterior import TINY, NGramArrays
+
+TABLE_BYTES = 64 * 2**20
+"""Largest table of powers (L x S x S float64, S = V^(n-1) states) built for the jump kernel;
+bigger languages or lengths run the full forward-backward instead."""
+
+POWER_FLOOR = 1e-100
+"""Smallest positive entry a table of powers may have (else it is not used)."""
+
+
+@dataclass(frozen=True, eq=False)
+class PowerTable:
+    """P^g for g = 0 .. length-1 (``powers``: (length, S, S)) and the law of the state at each
+    position, pi P^j (``initial``: (length, S)); ``floor``: their smallest positive entry."""
+
+    powers: np.ndarray
+    initial: np.ndarray
+    floor: float
+    vocab_size: int
+
+    @property
+    def length(self) -> int:
+        return self.powers.shape[0]
+
+
+_TABLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def power_table(arrays: NGramArrays, length: int) -> PowerTable | None:
+    """The table for sequences of up to ``length`` tokens, cached per arrays object; ``None``
+    when it would exceed ``TABLE_BYTES`` or cannot represent its zeros exactly (an underflowed
+    entry, or one below ``POWER_FLOOR``)."""
+    if not isinstance(arrays, NGramArrays):
+        return None
+    built = _TABLES.setdefault(arrays, {})
+    for size, known in built.items():
+        if size >= length and known is not None:
+            return known
+    if length in built:
+        return None
+    v = arrays.vocab_size
+    s = v ** (arrays.order - 1)
+    if 8.0 * length * s * (s + 1) > TABLE_BYTES:
+        return None
+    flat = arrays.transition.reshape(s, v)
+    step = np.zeros((s, s))
+    states = np.arange(s)
+    # State (x_j, .., x_{j+n-2}) moves to (x_{j+1}, .., x_{j+n-1}).
+    step[states[:, None], (states[:, None] * v + np.arange(v)) % s] = flat
+    support = (step > 0).astype(np.float64)
+    powers = np.empty((length, s, s))
+    initial = np.empty((length, s))
+    powers[0] = np.eye(s)
+    initial[0] = arrays.initial.ravel()
+    reach = np.eye(s)
+    reach_init = (initial[0] > 0).astype(np.float64)
+    exact = True
+    for g in range(1, length):
+        powers[g] = powers[g - 1] @ step
+        initial[g] = initial[g - 1] @ step
+        reach = np.minimum(reach @ support, 1.0)
+        reach_init = np.minimum(reach_init @ support, 1.0)
+        if not (np.array_equal(powers[g] > 0, reach > 0)
+                and np.array_equal(initial[g] > 0, reach_init > 0)):
+            exact = False
+            break
+    floor = min(float(powers[powers > 0].min()), float(initial[initial > 0].min())) \
+        if exact else 0.0
+    table = PowerTable(powers, initial, floor, v) if exact and floor >= POWER_FLOOR else None
+    built[length] = table
+    return table
+
+
+@numba.njit(parallel=True, cache=True)
+def _jump_kernel(x, req_ptr, req_pos, powers, initial, vocab):
+    """Marginals at ``req_pos[req_ptr[b]:req_ptr[b+1]]`` (ascending masked positions) of each
+    row b of ``x``; returns (marginals (n, V), valid (B,), lows (B,)): an impossible row gets
+    uniform marginals, a row with low < 1 may need the log-space check of the caller."""
+    batch, length = x.shape
+    s_count = initial.shape[1]
+    r_count = s_count // vocab
+    marg = np.empty((req_pos.shape[0], vocab))
+    valid = np.ones(batch, dtype=np.bool_)
+    lows = np.ones(batch)
+    for b in numba.prange(batch):
+        row = x[b]
+        rv = np.flatnonzero(row >= 0)
+        m = rv.shape[0]
+        alpha = np.empty((m, r_count))
+        beta = np.empty((m, r_count))
+        low = 1.0
+        ok = True
+        for i in range(m):
+            r = rv[i]
+            a = row[r] * r_count
+            total = 0.0
+            if i == 0:
+                for w in range(r_count):
+                    alpha[0, w] = initial[r, a + w]
+                    total += alpha[0, w]
+            else:
+                p = powers[r - rv[i - 1]]
+                ap = row[rv[i - 1]] * r_count
+                for w in range(r_count):
+                    acc = 0.0
+                    for u in range(r_count):
+                        acc += alpha[i - 1, u] * p[ap + u, a + w]
+                    alpha[i, w] = acc
+                    total += acc
+            if not total > 0.0:
+                ok = False
+                break
+            inv = 1.0 / total
+            for w in range(r_count):
+                val = alpha[i, w] * inv
+                alpha[i, w] = val
+                if val > 0.0 and val < low:
+                    low = val
+        if not ok:
+            valid[b] = False
+            for k in range(req_ptr[b], req_ptr[b + 1]):
+                marg[k, :] = 1.0 / vocab
+            continue
+        if m > 0:
+            beta[m - 1, :] = 1.0
+        for i in range(m - 2, -1, -1):
+            p = powers[rv[i + 1] - rv[i]]
+            a = row[rv[i]] * r_count
+            an = row[rv[i + 1]] * r_count
+            total = 0.0
+            for u in range(r_count):
+                acc = 0.0
+                for w in range(r_count):
+                    acc += p[a + u, an + w] * beta[i + 1, w]
+                beta[i, u] = acc
+                total += acc
+            if not total > 0.0:
+                low = 0.0
+                break
+            inv = 1.0 / total
+            for u in range(r_count):
+                val = beta[i, u] * inv
+                beta[i, u] = val
+                if val > 0.0 and val < low:
+                    low = val
+        fwd = np.empty(s_count)
+        bwd = np.empty(s_count)
+        right = 0  # index in rv of the first revealed position after t
+        for k in range(req_ptr[b], req_ptr[b + 1]):
+            t = req_pos[k]
+            while right < m and rv[right] < t:
+                right += 1
+            if right == 0:
+                fwd[:] = initial[t]
+            else:
+                p = powers[t - rv[right - 1]]
+                a = row[rv[right - 1]] * r_count
+                fwd[:] = 0.0
+                for u in range(r_count):
+                    w = alpha[right - 1, u]
+                    if w == 0.0:
+                        continue
+                    for s in range(s_count):
+                        fwd[s] += w * p[a + u, s]
+            if right == m:
+                bwd[:] = 1.0
+            else:
+                p = powers[rv[right] - t]
+                a = row[rv[right]] * r_count
+                for s in range(s_count):
+                    acc = 0.0
+                    for w in range(r_count):
+                        acc += p[s, a + w] * beta[right, w]
+                    bwd[s] = acc
+            total = 0.0
+            for v in range(vocab):
+                acc = 0.0
+                for s in range(v * r_count, (v + 1) * r_count):
+                    acc += fwd[s] * bwd[s]
+                marg[k, v] = acc
+                total += acc
+            if not total > 0.0:
+                low = 0.0
+                total = 1.0
+            inv = 1.0 / total
+            for v in range(vocab):
+                marg[k, v] *= inv
+        lows[b] = low
+    return marg, valid, lows
+
+
+def marginals_at(table: PowerTable, x: np.ndarray, req_ptr: np.ndarray, req_pos: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """q(x_t | revealed tokens of row b) at the requested masked positions.
+
+    x: (B, L) int64 with ``MASK = -1``, L <= ``table.length``, tokens valid for the language;
+    req_ptr: (B+1,) offsets into req_pos: (n,) ascending masked positions of each row.
+    Returns ``(marginals (n, V), valid (B,), trouble (B,))``: rows off the support of q get
+    uniform marginals and ``valid`` False; ``trouble`` rows may have lost digits below
+    ``TINY`` and must be recomputed by ``mdm_exact.posterior.posterior``.
+    """
+    marg, valid, lows = _jump_kernel(x, req_ptr, req_pos, table.powers, table.initial,
+                                     table.vocab_size)
+    trouble = valid & (lows * lows * table.floor * table.floor < TINY)
+    return marg, valid, trouble

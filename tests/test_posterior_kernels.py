@@ -1,0 +1,233 @@
+"""The posterior engines against each other and against brute force (issue 16).
+
+Every engine of ``mdm_exact.posterior.IMPLEMENTATIONS`` must give the marginals, log-evidence
+and validity of the per-row ``sparse`` kernel (the reference engine of tests/test_posterior.py)
+to 1e-12, with the same exact zeros, the same impossible rows and no NaN on a possible row: on
+random languages with zeros (the ``mdm_exact.testing`` strategies), on enumeration, on long
+rows (L up to 1e5) and on tables whose powers or messages leave the float range.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mdm_exact import HMM, MASK, ArgumentError, NGram, log_prob, posterior, preset
+from mdm_exact.posterior import (
+    IMPLEMENTATIONS,
+    SERIAL_WORK,
+    THREADS_ENV,
+    _resolve,
+    _threads_for,
+)
+from mdm_exact.testing import hmms, masked_sequences, ngrams
+
+ENGINES = ("blocked", "dense", "first-order")
+
+
+def permutation_hmm(bigram: NGram, perm: np.ndarray) -> HMM:
+    """The HMM whose state s emits token perm[s] and moves like the bigram's tokens."""
+    return HMM(bigram.initial[perm], bigram.transition[np.ix_(perm, perm)],
+               np.eye(len(perm))[perm], {"name": "permutation"})
+
+
+def assert_same(got, want) -> None:
+    """Two ``Posterior`` results agree: validity exactly, NaN rows exactly, zeros exactly,
+    marginals to 1e-12 and log-evidence to 1e-12 relative."""
+    np.testing.assert_array_equal(got.valid, want.valid)
+    np.testing.assert_array_equal(np.isnan(got.marginals), np.isnan(want.marginals))
+    ok = want.valid
+    assert not np.isnan(got.marginals[ok]).any()
+    np.testing.assert_array_equal(got.marginals[ok] == 0.0, want.marginals[ok] == 0.0)
+    np.testing.assert_allclose(got.marginals[ok], want.marginals[ok], rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(got.log_evidence[~ok], -np.inf)
+    np.testing.assert_allclose(got.log_evidence[ok], want.log_evidence[ok], rtol=1e-12,
+                               atol=1e-12)
+
+
+def first_order_languages():
+    """2-grams and HMMs with permutation emissions, with zeros."""
+    bigrams = ngrams(order=2, vocab_size=st.integers(2, 4))
+    perms = st.permutations(range(4))
+    return st.one_of(
+        bigrams,
+        st.builds(lambda b, p: permutation_hmm(b, np.array([i for i in p if i < b.vocab_size])),
+                  bigrams, perms),
+    )
+
+
+# ------------------------------------------------------------------ engines against each other
+
+
+@given(st.data())
+def test_first_order_equals_sparse_kernel(data):
+    language = data.draw(first_order_languages())
+    x = data.draw(masked_sequences(language, st.integers(1, 40), batch=st.integers(1, 6)))
+    assert _resolve(language.chain_arrays, "auto", x, 1) == "first-order"
+    want = posterior(language, x, implementation="sparse")
+    assert_same(posterior(language, x, implementation="first-order"), want)
+    assert_same(posterior(language, x), want)
+    np.testing.assert_allclose(log_prob(language, x), want.log_evidence, rtol=1e-12,
+                               atol=1e-12)
+
+
+@given(st.data())
+def test_blocked_and_dense_equal_sparse_kernel(data):
+    language = data.draw(st.one_of(hmms(num_states=st.integers(1, 6),
+                                        vocab_size=st.integers(2, 4)),
+                                   ngrams(order=st.integers(2, 3), vocab_size=st.integers(2, 3))))
+    x = data.draw(masked_sequences(language, st.integers(1, 30), batch=st.integers(1, 11)))
+    want = posterior(language, x, implementation="sparse")
+    for engine in ("blocked", "dense", "auto"):
+        assert_same(posterior(language, x, implementation=engine), want)
+
+
+def test_blocked_rows_of_several_blocks_and_threads(zero_hmm):
+    """Batches that are not a multiple of the block, impossible rows among possible ones."""
+    rng = np.random.default_rng(3)
+    x = zero_hmm.sample(37, 25, rng)
+    x[rng.random(x.shape) < 0.5] = MASK
+    x[[4, 20], 0] = 1  # token 1 comes only from state 1, never initial: impossible rows
+    want = posterior(zero_hmm, x, implementation="sparse")
+    assert not want.valid[[4, 20]].any() and want.valid.sum() >= 30
+    with numba_threads(2):
+        assert_same(posterior(zero_hmm, x, implementation="blocked"), want)
+
+
+# ------------------------------------------------------------------------------ brute force
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_engines_match_enumeration(ref, bigram, zero_hmm, engine):
+    """Every partial sequence of length 5 (3 tokens) against enumeration."""
+    languages = [bigram, permutation_hmm(bigram, np.array([2, 0, 1]))]
+    if engine != "first-order":
+        languages.append(zero_hmm)
+    for language in languages:
+        length = 5
+        joint = ref.joint(language, length)
+        v = language.vocab_size
+        grids = np.indices((v + 1,) * length).reshape(length, -1).T - 1
+        post = posterior(language, grids, implementation=engine)
+        for b, row in enumerate(grids):
+            evidence, marg = ref.condition(joint, row)
+            if marg is None:
+                assert not post.valid[b] and np.isnan(post.marginals[b]).all()
+            else:
+                np.testing.assert_allclose(post.marginals[b], marg, rtol=0, atol=1e-12)
+                np.testing.assert_allclose(post.log_evidence[b], math.log(evidence), rtol=0,
+                                           atol=1e-12)
+
+
+# ------------------------------------------------------------------------------ long rows
+
+
+def test_long_first_order_rows():
+    """L = 1e5: half masked, one fully masked row, one long masked gap."""
+    language = preset("2-gram")
+    rng = np.random.default_rng(0)
+    x = language.sample(3, 100_000, rng)
+    x[0, rng.random(100_000) < 0.5] = MASK
+    x[1] = MASK
+    x[2, 10:60_000] = MASK
+    assert_same(posterior(language, x, implementation="first-order"),
+                posterior(language, x, implementation="sparse"))
+
+
+def test_long_blocked_rows():
+    language = preset("hmm")
+    rng = np.random.default_rng(1)
+    x = language.sample(3, 20_000, rng)
+    x[rng.random(x.shape) < 0.5] = MASK
+    assert_same(posterior(language, x, implementation="blocked"),
+                posterior(language, x, implementation="dense"))
+
+
+# ------------------------------------------------------------------ out of the float range
+
+
+def test_untrusted_powers_fall_back_exactly():
+    """A transient token lost at rate 0.1 per step: P^401[0, 0] = 1e-401 underflows, and a
+    token of probability 1e-200 makes P^k[0, 1] tiny. The first-order engine must hand those
+    rows to the scaled/log-space engine, not report them impossible or NaN."""
+    decay = NGram(2, np.array([1.0, 0.0]), np.array([[0.1, 0.9], [0.0, 1.0]]), {})
+    x = np.full((3, 403), MASK)
+    x[0, [0, 402]] = 0  # possible, probability 0.1 ** 402
+    x[1, [0, 402]] = [0, 1]
+    x[2, [0, 5, 402]] = [0, 1, 0]  # impossible: token 1 is absorbing
+    post = posterior(decay, x, implementation="first-order")
+    assert_same(post, posterior(decay, x, implementation="sparse"))
+    np.testing.assert_array_equal(post.valid, [True, True, False])
+    assert post.log_evidence[0] == pytest.approx(402 * math.log(0.1), rel=1e-12)
+    assert (post.marginals[0, 1:402, 0] == 1.0).all()
+    rare = NGram(2, np.array([0.5, 0.5]), np.array([[1 - 1e-200, 1e-200], [0.5, 0.5]]), {})
+    y = np.full((2, 50), MASK)
+    y[0, [0, 49]] = [0, 1]
+    y[1, [0, 49]] = [0, 0]
+    post = posterior(rare, y, implementation="first-order")
+    assert_same(post, posterior(rare, y, implementation="sparse"))
+    assert post.valid.all() and (post.marginals[0, 1:49, 1] > 0).all()
+
+
+def test_blocked_underflow_goes_to_log_space():
+    """Messages that leave the float range are redone in log space, as by the dense kernel."""
+    k = 4
+    a = np.full((k, k), 1e-90)
+    np.fill_diagonal(a, 1 - 3e-90)
+    hmm = HMM(np.full(k, 0.25), a, np.eye(k), {})
+    x = np.full((2, 12), MASK)
+    x[0, ::2] = [0, 1, 2, 3, 0, 1]
+    x[1, 0] = 2
+    post = posterior(hmm, x, implementation="blocked")
+    assert_same(post, posterior(hmm, x, implementation="sparse"))
+    assert post.valid.all() and np.isfinite(post.log_evidence).all()
+
+
+# ------------------------------------------------------------------ dispatch and threads
+
+
+def numba_threads(n: int):
+    class _Threads:
+        def __enter__(self):
+            self.before = numba.get_num_threads()
+            numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+
+        def __exit__(self, *exc):
+            numba.set_num_threads(self.before)
+
+    return _Threads()
+
+
+def test_dispatch(bigram, zero_hmm, sparse_hmm, trigram):
+    x = np.full((256, 64), MASK)
+    assert _resolve(bigram.chain_arrays, "auto", x, 2) == "first-order"
+    assert _resolve(trigram.chain_arrays, "auto", x, 2) == "sparse"
+    assert _resolve(zero_hmm.chain_arrays, "auto", x, 2) == "blocked"
+    assert _resolve(sparse_hmm.chain_arrays, "auto", x, 2) == "sparse"
+    assert _resolve(zero_hmm.chain_arrays, "auto", np.full((2, 10**8), MASK), 2) == "dense"
+    assert set(ENGINES) < set(IMPLEMENTATIONS)
+    with pytest.raises(ArgumentError, match="implementation='first-order' needs"):
+        posterior(trigram, x[:1, :5], implementation="first-order")
+
+
+def test_threads_follow_the_work(monkeypatch):
+    monkeypatch.delenv(THREADS_ENV, raising=False)
+    with numba_threads(2):
+        top = numba.get_num_threads()
+        with _threads_for(SERIAL_WORK - 1) as n:
+            assert n == numba.get_num_threads() == 1
+        with _threads_for(100 * SERIAL_WORK) as n:
+            assert n == numba.get_num_threads() == top
+        assert numba.get_num_threads() == top
+        monkeypatch.setenv(THREADS_ENV, "1")
+        with _threads_for(100 * SERIAL_WORK) as n:
+            assert n == numba.get_num_threads() == 1
+        monkeypatch.setenv(THREADS_ENV, "two")
+        with pytest.raises(ArgumentError, match=THREADS_ENV), _threads_for(1):
+            pass
+        assert numba.get_num_threads() == top
