@@ -43,7 +43,10 @@ DOCS_INTRO = """# Benchmarks
 
 Performance measurements of `mdm_exact`. Every section is written by the script it names, so a
 rerun refreshes the numbers in place (run on an otherwise idle machine; numbers from different
-machines are not comparable). Raw results are stored as JSON under `benchmarks/results/`.
+machines are not comparable). Raw results are stored as JSON under `benchmarks/results/`, one
+row per run in an append-only history (machine, versions, date, load, results); each section is
+regenerated from that history, ends with a table of its rows, and each run prints its ratio to
+the last release row measured on the same machine.
 On the 2-vCPU machine used here, idle runs of the same code vary by up to about 30% between runs
 (the 4-gram ratio below was 30x in one idle run and 22x in the next, the HMM ratio 9.9x and
 8.0x), mostly through how well the second thread scales; the CPU-time ratio column is the steadier
@@ -327,7 +330,8 @@ def history_table(rows: list[dict], headline: Headline | None) -> str:
         for label in _headline(headline, row):
             if label not in labels:
                 labels.append(label)
-    head = ["Run (UTC)", "Release", "Revision", "Machine", "numpy / numba", "Load", *labels]
+    head = ["Run (UTC)", "Release", "Revision", "Machine", "numpy / numba", "Load (1 min)",
+            *labels]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 5 + "---:|" * (1 + len(labels))]
     for row in rows:
         m = row.get("machine", {})

@@ -210,7 +210,9 @@ def main(argv=None) -> int:
     hit = [p for p in per[str(TARGET_SIZE[1])] if p["length"] == TARGET_SIZE[0]]
     if hit:
         report["target_met"] = bool(hit[0]["best_s"] < TARGET_S)
-    print(save(report, args, docs_section))
+    print(save(report, args, docs_section, lambda row: {
+        f"L={r['length']} N={r['steps']}": r["best_s"]
+        for rows in row["per_core"].values() for r in rows if r["length"] == 256}))
     print("exponents:", report["exponents"])
     return 0
 

@@ -1054,7 +1054,8 @@ def _add_torch_verbs(sub, command: str | None, full: bool) -> None:
 def _add_figure(sub) -> None:
     from .plotting import add_figure_arguments
 
-    p = sub.add_parser("figure", help="render a figure of the paper with the exact oracle")
+    p = sub.add_parser("figure", help="render a figure of the paper with the exact oracle, or "
+                                      "of trained runs beside it (learned --run DIR)")
     add_figure_arguments(p)
 
 

@@ -12,7 +12,9 @@ of minutes on a laptop), ``True`` a reduced version that runs in seconds (used b
 the examples). Quantities are in nats; perplexities are ``exp`` of nats per token.
 
 ``FIGURES`` maps the names of ``mdm-exact figure NAME`` to the figure functions;
-``add_figure_arguments`` / ``run_figure`` implement that command.
+``add_figure_arguments`` / ``run_figure`` implement that command. ``figure_learned`` (``mdm-exact
+figure learned --run DIR``) draws trained runs from the results JSON of ``mdm-exact evaluate``
+instead of computing.
 """
 
 from __future__ import annotations
@@ -868,6 +870,263 @@ def figure_policies(*, quick: bool = False, data: PoliciesData | None = None, **
     return fig
 
 
+# ------------------------------------------------------------------------------ learned runs
+
+
+LEARNED = "learned"
+"""Name of the figure of trained models (``mdm-exact figure learned --run DIR``); it draws
+the results JSON of ``mdm-exact evaluate``, so it is not in ``FIGURES`` (nothing to compute)."""
+
+RESULTS_FILE = "results.json"
+RESULTS_FORMAT = "mdm_exact.nn.results/1"
+"""The file ``mdm_exact.nn.evaluate_run`` writes in a run directory, and its format (the same
+constants as ``mdm_exact.nn``, repeated here so that plotting never imports torch)."""
+
+
+@dataclass(frozen=True)
+class LearnedRun:
+    """One evaluated run. Arrays of shape (3, steps) hold (value, low, high) per N, NaN where
+    undefined (an infinite gen. log-perplexity is kept as inf; a valid-only mean with fewer than
+    2 valid samples is NaN); (3,) arrays the AR point (None without an AR model).
+
+    ``gen_log_ppl``: E_p[-log q(x)] / L, nats/token; ``valid_only``: the same over the samples
+    inside supp q (biased); ``ser``: sequence error rate; ``learning_error_mean`` /
+    ``learning_error_p95``: Assumption 4.1 measured, KL(q(x_i | x_t) || p_theta(x_i | x_t)) in
+    nats over masked positions (None without an MDM).
+    """
+
+    name: str
+    language: str
+    length: int
+    num_samples: int
+    seed: int
+    schedule: str
+    entropy_rate: float
+    train_steps: int | None
+    steps: tuple[int, ...]
+    mdm_gen_log_ppl: np.ndarray
+    mdm_valid_only: np.ndarray
+    mdm_ser: np.ndarray
+    oracle_gen_log_ppl: np.ndarray
+    oracle_valid_only: np.ndarray
+    oracle_ser: np.ndarray
+    ar_gen_log_ppl: np.ndarray | None
+    ar_valid_only: np.ndarray | None
+    ar_ser: np.ndarray | None
+    learning_error_mean: float | None
+    learning_error_p95: float | None
+
+
+@dataclass(frozen=True)
+class LearnedData:
+    """Numbers of ``figure_learned``: ``runs``, all on one language."""
+
+    runs: tuple[LearnedRun, ...]
+
+
+def read_learned_results(path: str | Path) -> dict:
+    """The results JSON of a run directory (its ``results.json``) or of a results file,
+    refusing a missing directory or file and a file of another format with one line."""
+    from ._io import read_json_object
+    from .errors import MissingFileError
+
+    p = Path(path)
+    if str(path) == "" or not p.exists():
+        raise MissingFileError(f"--run {str(path)!r}: no run directory or results file there")
+    file = p / RESULTS_FILE if p.is_dir() else p
+    if not file.is_file():
+        raise MissingFileError(f"--run {str(path)!r} has no {RESULTS_FILE} (run mdm-exact "
+                               "evaluate on it first)")
+    data = read_json_object(file, "the results file")
+    if data.get("format") != RESULTS_FORMAT:
+        raise ArgumentError(f"--run {str(file)!r} is not a results file of mdm-exact evaluate "
+                            f"(key 'format' must be {RESULTS_FORMAT!r}, got "
+                            f"{data.get('format')!r})")
+    return data
+
+
+def _triple(estimate, where: str) -> np.ndarray:
+    if estimate is None:
+        return np.full(3, np.nan)
+    try:
+        return np.array([float(estimate[key]) for key in ("value", "low", "high")])
+    except (TypeError, KeyError, ValueError):
+        raise ArgumentError(f"{where}: an estimate must hold numbers 'value', 'low' and 'high', "
+                            f"got {estimate!r}") from None
+
+
+def learned_run_data(results: dict, name: str = "run") -> LearnedRun:
+    """``LearnedRun`` from a results JSON dict (``read_learned_results``); ``name`` labels it."""
+    try:
+        ev = results["evaluation"]
+        rows = {(str(r["model"]), int(r["steps"])): r for r in ev["rows"]}
+        le = ev["learning_error"]
+        length, entropy_rate = int(ev["length"]), float(ev["entropy_rate"])
+        header = (str(ev["language"]), length, int(ev["num_samples"]), int(ev["seed"]),
+                  str(ev["schedule"]))
+    except (TypeError, KeyError, ValueError):
+        raise ArgumentError(f"results of {name!r} lack the keys of an evaluation "
+                            "('evaluation' with 'rows', 'length', 'learning_error', ...)"
+                            ) from None
+    steps = tuple(sorted(n for model, n in rows if model == "mdm"))
+    if not steps:
+        raise ArgumentError(f"results of {name!r} hold no mdm rows (evaluate a run with an MDM)")
+    missing = [n for n in steps if ("oracle", n) not in rows]
+    if missing:
+        raise ArgumentError(f"results of {name!r} have no oracle row at steps {missing}")
+
+    def series(model: str, key: str) -> np.ndarray:
+        return np.stack([_triple(rows[model, n].get(key), f"results of {name!r}")
+                         for n in steps], axis=1)
+
+    ar = rows.get(("ar", length))
+    step = ((results.get("models") or {}).get("mdm") or {}).get("step")
+    return LearnedRun(
+        name, *header, entropy_rate, step if isinstance(step, int) else None, steps,
+        series("mdm", "gen_log_ppl"), series("mdm", "gen_log_ppl_valid"), series("mdm", "ser"),
+        series("oracle", "gen_log_ppl"), series("oracle", "gen_log_ppl_valid"),
+        series("oracle", "ser"),
+        None if ar is None else _triple(ar["gen_log_ppl"], f"results of {name!r}"),
+        None if ar is None else _triple(ar.get("gen_log_ppl_valid"), f"results of {name!r}"),
+        None if ar is None else _triple(ar["ser"], f"results of {name!r}"),
+        None if le is None else float(le["mean"]), None if le is None else float(le["p95"]),
+    )
+
+
+def figure_learned_data(runs: Sequence[str | Path]) -> LearnedData:
+    """``LearnedData`` of run directories (or results files): each read with
+    ``read_learned_results``; runs on different languages are refused, naming both."""
+    if isinstance(runs, str | Path) or not runs:
+        raise ArgumentError(f"runs must be a non-empty list of run directories, got {runs!r}")
+    loaded = [(str(run), read_learned_results(run)) for run in runs]
+    first_name, first = loaded[0]
+    for name, data in loaded[1:]:
+        if _json_key(data.get("language")) != _json_key(first.get("language")):
+            raise ArgumentError(
+                f"--run {name!r} and --run {first_name!r} are on different languages "
+                f"({(data.get('evaluation') or {}).get('language')} vs "
+                f"{(first.get('evaluation') or {}).get('language')}); one figure compares "
+                "runs on one language")
+    return LearnedData(tuple(learned_run_data(data, _run_label(name)) for name, data in loaded))
+
+
+def _run_label(name: str) -> str:
+    """A run's label in the figure: the directory's name, or the results file's stem."""
+    path = Path(name)
+    return (path.stem if path.is_file() else path.name) or name
+
+
+def _json_key(value) -> str:
+    """Canonical JSON text of ``value`` (sorted keys), to compare two languages' dicts."""
+    import json
+
+    return json.dumps(value, sort_keys=True)
+
+
+def _band(ax, x, triple, color, style: str, label: str, alpha: float) -> None:
+    finite = np.isfinite(triple[0])
+    y = np.where(finite, triple[0], np.nan)
+    ax.plot(x, y, style, color=color, label=label)
+    ok = np.isfinite(triple[1]) & np.isfinite(triple[2])
+    if ok.any():
+        ax.fill_between(x, np.where(ok, triple[1], np.nan), np.where(ok, triple[2], np.nan),
+                        color=color, alpha=alpha)
+
+
+def _ar_point(ax, x_ar: float, triple, color, label: str) -> None:
+    if triple is None or not np.isfinite(triple[0]):
+        return
+    ax.errorbar([x_ar], [triple[0]], yerr=[[triple[0] - triple[1]], [triple[2] - triple[0]]],
+                fmt="*", ms=12, color=color, label=label)
+
+
+def figure_learned(data):
+    """The learned MDM against the Oracle (same reveal steps, same seeds) and the AR point:
+    gen. log-perplexity (left) and SER (right) against the number of sampling steps N (log
+    axis), with 95% intervals, the measured learning error (Assumption 4.1) in the legend.
+
+    ``data``: a ``LearnedData``, or a list of run directories / results files
+    (``figure_learned_data``), or of results dicts as read from the JSON. An infinite gen.
+    log-perplexity (a sample outside supp q) is not drawn; the valid-only mean (biased) is
+    drawn dotted beside it. Returns a Figure with 2 axes.
+    """
+    if not isinstance(data, LearnedData):
+        items = list(data) if isinstance(data, list | tuple) else [data]
+        if items and all(isinstance(item, dict) for item in items):
+            data = LearnedData(tuple(learned_run_data(item, f"run {i}")
+                                     for i, item in enumerate(items)))
+        else:
+            data = figure_learned_data(items)
+    fig, (ax_ppl, ax_ser) = _figure(2, width=6.4, height=5.0)
+    x_ar = 2.0 * max(max(run.steps) for run in data.runs)
+    for i, run in enumerate(data.runs):
+        color = f"C{i}"
+        x = np.asarray(run.steps, dtype=float)
+        error = ("" if run.learning_error_mean is None else
+                 f", learning error mean {run.learning_error_mean:.3f}, "
+                 f"p95 {run.learning_error_p95:.3f} nats")
+        mdm_label = f"learned MDM, {run.name}{error}"
+        oracle_label = f"Oracle, same reveal steps ({run.name})"
+        _band(ax_ppl, x, run.mdm_gen_log_ppl, color, "o-", mdm_label, 0.2)
+        _band(ax_ppl, x, run.oracle_gen_log_ppl, color, "s--", oracle_label, 0.1)
+        ax_ppl.plot(x, run.mdm_valid_only[0], "o:", color=color, mfc="none", alpha=0.7,
+                    label=f"learned MDM, valid samples only (biased), {run.name}")
+        ax_ppl.plot(x, run.oracle_valid_only[0], "s:", color=color, mfc="none", alpha=0.4,
+                    label=f"Oracle, valid samples only (biased), {run.name}")
+        ax_ppl.axhline(run.entropy_rate, color=color, lw=0.8, alpha=0.6,
+                       label=f"H(q)/L = {run.entropy_rate:.4f} (L = {run.length})")
+        _ar_point(ax_ppl, x_ar, run.ar_gen_log_ppl, color, f"AR (learned, N = L), {run.name}")
+        if run.ar_gen_log_ppl is not None and not np.isfinite(run.ar_gen_log_ppl[0]):
+            ax_ppl.plot([x_ar], [run.ar_valid_only[0]], "*", ms=12, mfc="none", color=color,
+                        label=f"AR, valid samples only (biased), {run.name}")
+        _band(ax_ser, x, run.mdm_ser, color, "o-", mdm_label, 0.2)
+        _band(ax_ser, x, run.oracle_ser, color, "s--", oracle_label, 0.1)
+        _ar_point(ax_ser, x_ar, run.ar_ser, color, f"AR (learned, N = L), {run.name}")
+    steps = sorted({n for run in data.runs for n in run.steps})
+    for ax in (ax_ppl, ax_ser):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks([*steps, x_ar], [str(n) for n in steps] + ["AR"])
+        ax.minorticks_off()
+        ax.set_xlabel("sampling steps N (log scale)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    ax_ppl.set_ylabel("gen. log-perplexity E_p[-log q(x)] / L  (nats/token)")
+    ax_ppl.set_title("Gen. log-perplexity (inf not drawn; dotted: valid samples only)")
+    ax_ser.set_ylabel("SER = 1 - p(supp q)  (probability)")
+    ax_ser.set_title("Sequence error rate")
+    ax_ser.set_ylim(-0.03, 1.03)
+    fig.suptitle(f"Learned MDM vs the Oracle on {data.runs[0].language}")
+    _parameters(fig, "; ".join(
+        f"{run.name}: L = {run.length}, schedule {_SCHEDULE_TEXT.get(run.schedule, run.schedule)}"
+        f", ddpm_cache, {run.num_samples} samples per point, seed {run.seed}"
+        + ("" if run.train_steps is None else f", MDM trained {run.train_steps} steps")
+        for run in data.runs) + f"; bands: {CONFIDENCE:.0%} t interval (gen. log-perplexity) "
+        "and Wilson interval (SER).")
+    return fig
+
+
+def _figure_learned_cli(args: argparse.Namespace) -> int:
+    """``figure learned --run DIR [--run DIR ...]``: the figure of evaluated runs."""
+    given = [f"--{o}" for o in ("samples", "length", "quick") if getattr(args, o, None)]
+    if getattr(args, "from_dir", None) is not None:
+        given.append("--from")
+    if given or args.seed != 0:
+        raise ArgumentError(f"{' and '.join(given or ['--seed'])} do not apply to figure "
+                            f"{LEARNED!r} (its numbers come from the runs' {RESULTS_FILE})")
+    if not args.run:
+        raise ArgumentError(f"figure {LEARNED!r} needs --run DIR (a run directory evaluated by "
+                            "mdm-exact evaluate), got none")
+    if args.dpi < 1:
+        raise ArgumentError(f"--dpi must be positive, got {args.dpi}")
+    data = figure_learned_data(args.run)
+    out = _figure_out(args)
+    fig = figure_learned(data)
+    write_atomic(out, lambda path: fig.savefig(path, dpi=args.dpi))
+    print(f"wrote {out}")
+    return 0
+
+
+
 # ------------------------------------------------------------------------------ registry / CLI
 
 
@@ -885,9 +1144,10 @@ def add_figure_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     ``func`` to ``run_figure``. Does not import matplotlib."""
     parser.description = (
         "Render one of the paper's figures, computed with the exact oracle, to an image file "
-        f"(the format follows the extension). Figures: {', '.join(FIGURES)}."
+        f"(the format follows the extension). Figures: {', '.join(FIGURES)}; {LEARNED} draws "
+        "trained runs (--run) beside the Oracle."
     )
-    parser.add_argument("name", choices=sorted(FIGURES), help="which figure")
+    parser.add_argument("name", choices=sorted([*FIGURES, LEARNED]), help="which figure")
     parser.add_argument("--out", required=True, metavar="FILE",
                         help="output file, e.g. fig1.png (.png, .pdf, .svg); must not exist "
                              "unless --overwrite")
@@ -903,6 +1163,10 @@ def add_figure_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     parser.add_argument("--from", dest="from_dir", metavar="DIR",
                         help="fig1: plot the table of a sweep directory (mdm-exact sweep --out "
                              "DIR) instead of computing")
+    parser.add_argument("--run", action="append", default=None, metavar="DIR",
+                        help=f"{LEARNED}: a run directory evaluated by mdm-exact evaluate (its "
+                             f"{RESULTS_FILE}, or such a file); repeat to compare runs on one "
+                             "language")
     parser.set_defaults(func=run_figure)
     return parser
 
@@ -926,6 +1190,10 @@ def run_figure(args: argparse.Namespace) -> int:
 
     Raises a one-line ``MdmExactError`` before any work for an option the figure does not take,
     a non-positive value or an ``--out`` that cannot be written."""
+    if args.name == LEARNED:
+        return _figure_learned_cli(args)
+    if getattr(args, "run", None):
+        raise ArgumentError(f"--run applies to figure {LEARNED!r} only, got {args.name!r}")
     if getattr(args, "from_dir", None) is not None:
         return _figure_from_sweep(args)
     draw = FIGURES[args.name]
@@ -975,10 +1243,13 @@ def _figure_from_sweep(args: argparse.Namespace) -> int:
 __all__ = [
     "CONFIDENCE",
     "FIGURES",
+    "LEARNED",
     "POLICY_CURVES",
     "POLICY_LANGUAGES",
     "TABLE1",
     "Fig1Data",
+    "LearnedData",
+    "LearnedRun",
     "PoliciesData",
     "Theorem42Data",
     "Theorem44Data",
@@ -986,11 +1257,15 @@ __all__ = [
     "figure_1",
     "figure_1_data",
     "figure_1_data_from_table",
+    "figure_learned",
+    "figure_learned_data",
     "figure_policies",
     "figure_policies_data",
     "figure_theorem_4_2",
     "figure_theorem_4_2_data",
     "figure_theorem_4_4",
     "figure_theorem_4_4_data",
+    "learned_run_data",
+    "read_learned_results",
     "run_figure",
 ]

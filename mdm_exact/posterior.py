@@ -57,7 +57,7 @@ THREADS_ENV = "MDM_EXACT_THREADS"
 ``NUMBA_NUM_THREADS``); one per process of a sweep keeps its processes off each other's cores."""
 
 BLOCK_ROWS = 128
-"""Rows the blocked kernel moves together: one (rows x K) @ (K x K) product per position."""
+"""Rows the blocked kernel moves together: one (K x K) @ (K x rows) product per position."""
 
 BLOCK_BYTES = 32 * 2**20
 """Forward table of one block of the blocked kernel (rows x length x K floats); fewer rows for
@@ -67,11 +67,6 @@ MIN_BLOCK_ROWS = 8
 
 FIRST_ORDER_BYTES = 2**28
 """Largest table of cached matrix powers the first-order kernel builds under ``auto``."""
-
-_FASTMATH = {"reassoc", "contract"}
-"""Only reassociation (vectorised sums) and fused multiply-adds: no finite-math assumptions,
-rounding changes at the 1e-16 level."""
-
 
 @dataclass(frozen=True, eq=False)
 class HMMArrays:
@@ -295,7 +290,7 @@ IMPLEMENTATIONS = ("auto", "first-order", "blocked", "dense", "sparse")
   pi P^t without a left neighbour, 1 without a right one), so a row costs one scan and O(V) per
   masked position with cached powers P^k.
 - ``blocked``: dense forward-backward with the rows of a block in the matrix dimension, one
-  (rows x K) @ (K x K) BLAS product per position and direction.
+  (K x K) @ (K x rows) product per position and direction, vectorised over the rows.
 - ``dense``: the same recursion row by row over the full K x K matrix.
 - ``sparse``: row by row over the positive transitions; for n-grams their own kernel on the
   states consistent with the revealed tokens.
@@ -364,22 +359,30 @@ def _block_rows(batch: int, length: int, states: int, threads: int) -> int:
 
 def _token_chain(arrays: HMMArrays | NGramArrays) -> tuple[np.ndarray, np.ndarray] | None:
     """``(initial (V,), transition (V, V))`` of the token chain of a first-order language, else
-    None: a 2-gram is its own chain; an HMM whose emission is a permutation matrix (every entry 0
-    or 1, one 1 per row and per column) is the chain of the tokens its states emit."""
+    None (found once per arrays object): a 2-gram is its own chain; an HMM whose emission is a
+    permutation matrix (every entry 0 or 1, one 1 per row and per column) is the chain of the
+    tokens its states emit."""
+    per_arrays = _CHAINS.setdefault(arrays, {})
+    if "tokens" in per_arrays:
+        return per_arrays["tokens"]
+    found = None
     if isinstance(arrays, NGramArrays):
-        return (arrays.initial, arrays.transition) if arrays.order == 2 else None
-    emission = arrays.emission
-    k, v = emission.shape
-    ones = emission == 1.0
-    if not (k == v and np.all(ones | (emission == 0.0)) and np.all(ones.sum(axis=0) == 1)
-            and np.all(ones.sum(axis=1) == 1)):
-        return None
-    token = ones.argmax(axis=1)  # state s emits token token[s]
-    initial = np.zeros(v)
-    initial[token] = arrays.initial
-    transition = np.zeros((v, v))
-    transition[np.ix_(token, token)] = arrays.transition
-    return initial, transition
+        if arrays.order == 2:
+            found = arrays.initial, arrays.transition
+    else:
+        emission = arrays.emission
+        k, v = emission.shape
+        ones = emission == 1.0
+        if (k == v and np.all(ones | (emission == 0.0)) and np.all(ones.sum(axis=0) == 1)
+                and np.all(ones.sum(axis=1) == 1)):
+            token = ones.argmax(axis=1)  # state s emits token token[s]
+            initial = np.zeros(v)
+            initial[token] = arrays.initial
+            transition = np.zeros((v, v))
+            transition[np.ix_(token, token)] = arrays.transition
+            found = initial, transition
+    per_arrays["tokens"] = found
+    return found
 
 
 def _resolve(arrays: HMMArrays | NGramArrays, implementation: str, x: np.ndarray,
@@ -872,121 +875,158 @@ def _log_space_kernel(x, log_init, log_emit_t, c_ptr, c_idx, c_lp, p_ptr, p_idx,
 _MAX_BITS = np.iinfo(np.int64).max
 
 
-@numba.njit(cache=True, fastmath=_FASTMATH)
-def _normalise(vals, bits, low_bits):
-    """Scale ``vals`` to sum 1; returns (the sum, the running smallest positive entry as int64
-    bits). Non-negative floats order like their bit patterns, so the minimum is an integer
-    reduction that vectorises, 0 (an exact zero) mapped above every positive number."""
-    total = 0.0
-    for s in range(vals.shape[0]):
-        total += vals[s]
-    if not total > 0.0:
-        return total, low_bits
-    inv = 1.0 / total
-    for s in range(vals.shape[0]):
-        vals[s] *= inv
-    for s in range(vals.shape[0]):
+@numba.njit(cache=True)
+def _block_step(prev, a, cur):
+    """cur[t, i] = sum_s a[s, t] prev[s, i] for a block of rows i (states x rows): the rows are
+    the innermost, vectorised loop, so every row sees the same operations in the same order
+    whatever its block (results do not depend on the batch), four states per pass."""
+    k, r = prev.shape
+    for t in range(k):
+        c = cur[t]
+        c[:] = 0.0
+        s = 0
+        while s + 4 <= k:
+            a0, a1, a2, a3 = a[s, t], a[s + 1, t], a[s + 2, t], a[s + 3, t]
+            p0, p1, p2, p3 = prev[s], prev[s + 1], prev[s + 2], prev[s + 3]
+            for i in range(r):
+                c[i] = c[i] + (a0 * p0[i] + a1 * p1[i] + (a2 * p2[i] + a3 * p3[i]))
+            s += 4
+        while s < k:
+            a0, p0 = a[s, t], prev[s]
+            for i in range(r):
+                c[i] = c[i] + a0 * p0[i]
+            s += 1
+
+
+@numba.njit(cache=True)
+def _block_scale(cur, bits, inv, low_bits):
+    """Rescale every row (column) of a states x rows block to sum 1; ``inv`` gets 1/sum (0 for
+    a row of zeros) and ``low_bits`` the running smallest positive entry as int64 bits:
+    non-negative floats order like their bit patterns, so the minimum is an integer reduction
+    that vectorises, an exact zero mapped above every positive number."""
+    k, r = cur.shape
+    inv[:] = 0.0
+    for s in range(k):
+        c = cur[s]
+        for i in range(r):
+            inv[i] += c[i]
+    for i in range(r):
+        inv[i] = 1.0 / inv[i] if inv[i] > 0.0 else 0.0
+    for s in range(k):
+        c = cur[s]
         b = bits[s]
-        low_bits = min(low_bits, b if b != 0 else _MAX_BITS)
-    return total, low_bits
+        for i in range(r):
+            c[i] *= inv[i]
+        for i in range(r):
+            low_bits[i] = min(low_bits[i], b[i] if b[i] != 0 else _MAX_BITS)
 
 
-@numba.njit(parallel=True, cache=True, fastmath=_FASTMATH)
-def _blocked_kernel(x, init, emit_t, dense, dense_t, emission, rows, chunks, with_marginals):
-    """Scaled forward-backward of a dense chain with ``rows`` rows per block in the matrix
-    dimension: per position one (rows x K) @ (K x K) product (BLAS) and a per-row pass that
-    applies the emission, rescales and tracks the smallest positive entry (see ``TINY``); per
-    masked position (rows x K) @ (K x V) for the marginals. ``chunks`` threads each take every
-    ``chunks``-th block; a block past the batch end runs fully masked rows that are dropped.
+@numba.njit(cache=True)
+def _block_tokens(x, b0, r, j, masked, toks):
+    """Column j of the block's rows, ``masked`` for MASK and for the padding rows past r."""
+    for i in range(toks.shape[0]):
+        t = x[b0 + i, j] if i < r else -1
+        toks[i] = t if t >= 0 else masked
+
+
+@numba.njit(parallel=True, cache=True)
+def _blocked_kernel(x, init, emit_ext_t, dense, dense_t, emission, rows, chunks,
+                    with_marginals):
+    """Scaled forward-backward of a dense chain, ``rows`` rows per block held as a states x
+    rows table: per position and direction one (K x K) @ (K x rows) product (``_block_step``)
+    and a rescaling pass; ``emit_ext_t``: (K, V + 1) emission with a column of ones for MASK.
+    The log-evidence keeps a running product of the scale factors and takes its log only below
+    1e-150 (factors are >= ``TINY`` unless the row is redone). ``chunks`` threads each take
+    every ``chunks``-th block; padding rows past the batch are fully masked and dropped.
     Returns (marginals (batch, length or 0, V), log-evidence, smallest positive entries)."""
     batch, length = x.shape
     k = init.shape[0]
-    vocab = emit_t.shape[0]
+    vocab = emission.shape[1]
     marg = np.zeros((batch, length if with_marginals else 0, vocab))
     log_z = np.empty(batch)
     lows = np.empty(batch)
     blocks = (batch + rows - 1) // rows
     one_bits = np.ones(1).view(np.int64)[0]
     for c in numba.prange(chunks):
-        alpha = np.empty((length if with_marginals else 2, rows, k))
+        alpha = np.empty((length if with_marginals else 2, k, rows))
         alpha_bits = alpha.view(np.int64)
-        beta = np.empty((rows, k))
+        beta = np.empty((k, rows))
         beta_bits = beta.view(np.int64)
-        tmp = np.empty((rows, k))
-        mv = np.empty((rows, vocab))
-        dead = np.empty(rows, dtype=np.bool_)
+        tmp = np.empty((k, rows))
+        mv = np.empty((vocab, rows))
+        inv = np.empty(rows)
+        prod = np.empty(rows)
         lz = np.empty(rows)
         low_bits = np.empty(rows, dtype=np.int64)
+        toks = np.empty(rows, dtype=np.int64)
         for blk in range(c, blocks, chunks):
             b0 = blk * rows
             r = min(rows, batch - b0)
-            dead[:] = False
-            lz[:] = 0.0
             low_bits[:] = one_bits
+            prod[:] = 1.0
+            lz[:] = 0.0
             for j in range(length):
                 jj = j if with_marginals else j % 2
                 cur = alpha[jj]
+                _block_tokens(x, b0, r, j, vocab, toks)
                 if j == 0:
-                    for i in range(rows):
-                        cur[i, :] = init
+                    for s in range(k):
+                        cur[s, :] = init[s]
                 else:
-                    np.dot(alpha[jj - 1 if with_marginals else 1 - jj], dense, cur)
+                    _block_step(alpha[jj - 1 if with_marginals else 1 - jj], dense, cur)
+                for s in range(k):
+                    e = emit_ext_t[s]
+                    row = cur[s]
+                    for i in range(rows):
+                        row[i] *= e[toks[i]]
+                _block_scale(cur, alpha_bits[jj], inv, low_bits)
                 for i in range(rows):
-                    if dead[i]:
-                        continue
-                    tok = x[b0 + i, j] if i < r else -1
-                    if tok >= 0:
-                        for s in range(k):
-                            cur[i, s] *= emit_t[tok, s]
-                    total, low_bits[i] = _normalise(cur[i], alpha_bits[jj, i], low_bits[i])
-                    if total > 0.0:
-                        lz[i] += np.log(total)
-                    else:
-                        dead[i] = True
-                        cur[i, :] = 0.0
+                    p = prod[i] / inv[i] if inv[i] > 0.0 else 0.0
+                    if p < 1e-150:
+                        lz[i] += np.log(p) if p > 0.0 else -np.inf
+                        p = 1.0
+                    prod[i] = p
             for i in range(r):
-                log_z[b0 + i] = -np.inf if dead[i] else lz[i]
+                log_z[b0 + i] = lz[i] + np.log(prod[i])
             if with_marginals:
                 beta[:, :] = 1.0
                 for j in range(length - 1, -1, -1):
                     if j < length - 1:
-                        for i in range(rows):
-                            tok = x[b0 + i, j + 1] if i < r else -1
-                            if tok >= 0:
-                                for s in range(k):
-                                    tmp[i, s] = beta[i, s] * emit_t[tok, s]
-                            else:
-                                tmp[i, :] = beta[i, :]
-                        np.dot(tmp, dense_t, beta)
-                        for i in range(rows):
-                            if dead[i]:
-                                continue
-                            total, low_bits[i] = _normalise(beta[i], beta_bits[i], low_bits[i])
-                            if not total > 0.0:
-                                low_bits[i] = 0  # underflow: the row is redone in log space
-                                dead[i] = True
-                    gamma = alpha[j]
-                    for i in range(rows):
+                        _block_tokens(x, b0, r, j + 1, vocab, toks)
                         for s in range(k):
-                            gamma[i, s] *= beta[i, s]
-                    np.dot(gamma, emission, mv)
+                            e = emit_ext_t[s]
+                            for i in range(rows):
+                                tmp[s, i] = beta[s, i] * e[toks[i]]
+                        _block_step(tmp, dense_t, beta)
+                        _block_scale(beta, beta_bits, inv, low_bits)
+                        for i in range(r):
+                            if inv[i] == 0.0 and log_z[b0 + i] > -np.inf:
+                                low_bits[i] = 0  # underflow: the row is redone in log space
+                    gamma = alpha[j]
+                    mv[:, :] = 0.0
+                    for s in range(k):
+                        g = gamma[s]
+                        for i in range(rows):
+                            g[i] *= beta[s, i]
+                        for v in range(vocab):
+                            ev = emission[s, v]
+                            m = mv[v]
+                            for i in range(rows):
+                                m[i] += ev * g[i]
                     for i in range(r):
                         tok = x[b0 + i, j]
-                        if dead[i]:
-                            continue
                         if tok >= 0:
                             marg[b0 + i, j, tok] = 1.0
                             continue
                         total = 0.0
                         for v in range(vocab):
-                            total += mv[i, v]
+                            total += mv[v, i]
                         if not total > 0.0:
                             low_bits[i] = 0
-                            dead[i] = True
                             continue
-                        inv = 1.0 / total
+                        scale = 1.0 / total
                         for v in range(vocab):
-                            marg[b0 + i, j, v] = mv[i, v] * inv
+                            marg[b0 + i, j, v] = mv[v, i] * scale
                 for i in range(r):
                     if log_z[b0 + i] == -np.inf:
                         marg[b0 + i, :, :] = np.nan
@@ -1222,11 +1262,11 @@ def _thread_cap(threads: int) -> int:
 
 @contextmanager
 def _threads_for(work: float):
-    """Run a call on as many numba threads as its work keeps busy: one per ``SERIAL_WORK``
-    (position x state) updates, so a call below it stays on one thread, and at most
-    ``_thread_cap``. Yields the thread count."""
+    """Run a call below ``SERIAL_WORK`` (position x state) updates on one numba thread, a
+    bigger one on ``_thread_cap`` threads. Yields the thread count."""
     before = numba.get_num_threads()
-    threads = int(max(1, min(_thread_cap(before), work // SERIAL_WORK)))
+    cap = _thread_cap(before)
+    threads = cap if work >= SERIAL_WORK else 1
     if threads == before:
         yield threads
         return
@@ -1248,6 +1288,10 @@ def _run_chain(arrays: HMMArrays | NGramArrays, x: np.ndarray, implementation: s
     vocab = arrays.vocab_size
     impl = _resolve(arrays, implementation, x, _thread_cap(numba.get_num_threads()))
     if impl == "first-order":
+        if with_marginals:
+            check_memory(f"posterior(batch={batch}, length={length}) with V={vocab}",
+                         8.0 * batch * length * vocab, max_bytes,
+                         argument="the batch or length of x")
         tables = _powers(arrays)
         if min(tables.prior.shape[0], tables.powers.shape[0]) < length:
             n_prior, n_powers = _first_order_sizes(x)
@@ -1275,8 +1319,9 @@ def _run_chain(arrays: HMMArrays | NGramArrays, x: np.ndarray, implementation: s
                     f"posterior(batch={batch}, length={length}) with {chain.num_states} states",
                     8.0 * (batch * length * vocab + threads * length * rows * chain.num_states),
                     max_bytes, argument="the batch or length of x")
+            emit_ext_t = np.concatenate([chain.emission_t, np.ones((1, chain.num_states))]).T
             marg, log_z, lows = _blocked_kernel(
-                x, chain.initial, chain.emission_t, chain.dense, chain.dense_t,
+                x, chain.initial, np.ascontiguousarray(emit_ext_t), chain.dense, chain.dense_t,
                 np.ascontiguousarray(chain.emission_t.T), rows, min(threads, -(-batch // rows)),
                 with_marginals)
         else:

@@ -42,12 +42,15 @@ POWER_FLOOR = 1e-100
 @dataclass(frozen=True, eq=False)
 class PowerTable:
     """P^g for g = 0 .. length-1 (``powers``: (length, S, S)) and the law of the state at each
-    position, pi P^j (``initial``: (length, S)); ``floor``: their smallest positive entry."""
+    position, pi P^j (``initial``: (length, S)); ``floor``: their smallest positive entry;
+    ``digits``: (V^(n-2), n-2), the tokens x_{j+1}, .., x_{j+n-2} of the states
+    (x_j, u) in the order of u."""
 
     powers: np.ndarray
     initial: np.ndarray
     floor: float
     vocab_size: int
+    digits: np.ndarray
 
     @property
     def length(self) -> int:
@@ -97,16 +100,38 @@ def power_table(arrays: NGramArrays, length: int) -> PowerTable | None:
             break
     floor = min(float(powers[powers > 0].min()), float(initial[initial > 0].min())) \
         if exact else 0.0
-    table = PowerTable(powers, initial, floor, v) if exact and floor >= POWER_FLOOR else None
+    width = arrays.order - 2
+    digits = (np.arange(s // v)[:, None] // v ** np.arange(width - 1, -1, -1)) % v
+    table = PowerTable(powers, initial, floor, v, np.ascontiguousarray(digits, dtype=np.int64)) \
+        if exact and floor >= POWER_FLOOR else None
     built[length] = table
     return table
 
 
+@numba.njit(cache=True)
+def _restrict(row, r, digits, vec):
+    """Zero the entries u of ``vec`` (states (x_r, u); ``digits[u, i]`` is the token u puts at
+    r+1+i) that disagree with the tokens revealed at r+1, r+2, ..: no path through them explains
+    those tokens, so dropping them changes no marginal and lets the loops skip them."""
+    length = row.shape[0]
+    for i in range(digits.shape[1]):
+        pos = r + 1 + i
+        if pos >= length:
+            return
+        tok = row[pos]
+        if tok >= 0:
+            for u in range(digits.shape[0]):
+                if digits[u, i] != tok:
+                    vec[u] = 0.0
+
+
 @numba.njit(parallel=True, cache=True)
-def _jump_kernel(x, req_ptr, req_pos, powers, initial, vocab):
+def _jump_kernel(x, req_ptr, req_pos, powers, initial, vocab, digits):
     """Marginals at ``req_pos[req_ptr[b]:req_ptr[b+1]]`` (ascending masked positions) of each
     row b of ``x``; returns (marginals (n, V), valid (B,), lows (B,)): an impossible row gets
-    uniform marginals, a row with low < 1 may need the log-space check of the caller."""
+    uniform marginals; ``lows`` is the smallest positive entry of each row's normalised
+    messages (0 where a sum vanished after the forward pass), for the ``TINY`` test of the
+    caller."""
     batch, length = x.shape
     s_count = initial.shape[1]
     r_count = s_count // vocab
@@ -128,16 +153,19 @@ def _jump_kernel(x, req_ptr, req_pos, powers, initial, vocab):
             if i == 0:
                 for w in range(r_count):
                     alpha[0, w] = initial[r, a + w]
-                    total += alpha[0, w]
             else:
                 p = powers[r - rv[i - 1]]
                 ap = row[rv[i - 1]] * r_count
-                for w in range(r_count):
-                    acc = 0.0
-                    for u in range(r_count):
-                        acc += alpha[i - 1, u] * p[ap + u, a + w]
-                    alpha[i, w] = acc
-                    total += acc
+                alpha[i, :] = 0.0
+                for u in range(r_count):
+                    weight = alpha[i - 1, u]
+                    if weight == 0.0:
+                        continue
+                    for w in range(r_count):
+                        alpha[i, w] += weight * p[ap + u, a + w]
+            _restrict(row, r, digits, alpha[i])
+            for w in range(r_count):
+                total += alpha[i, w]
             if not total > 0.0:
                 ok = False
                 break
@@ -148,21 +176,30 @@ def _jump_kernel(x, req_ptr, req_pos, powers, initial, vocab):
                 if val > 0.0 and val < low:
                     low = val
         if not ok:
+            # Exactly impossible unless low * floor < TINY (a sum may then have underflowed):
+            # the caller's TINY test sees this row's low.
+            lows[b] = low
             valid[b] = False
             for k in range(req_ptr[b], req_ptr[b + 1]):
                 marg[k, :] = 1.0 / vocab
             continue
         if m > 0:
             beta[m - 1, :] = 1.0
+            _restrict(row, rv[m - 1], digits, beta[m - 1])
         for i in range(m - 2, -1, -1):
             p = powers[rv[i + 1] - rv[i]]
             a = row[rv[i]] * r_count
             an = row[rv[i + 1]] * r_count
+            beta[i, :] = 1.0
+            _restrict(row, rv[i], digits, beta[i])
             total = 0.0
             for u in range(r_count):
+                if beta[i, u] == 0.0:
+                    continue
                 acc = 0.0
                 for w in range(r_count):
-                    acc += p[a + u, an + w] * beta[i + 1, w]
+                    if beta[i + 1, w] != 0.0:
+                        acc += p[a + u, an + w] * beta[i + 1, w]
                 beta[i, u] = acc
                 total += acc
             if not total > 0.0:
@@ -198,11 +235,13 @@ def _jump_kernel(x, req_ptr, req_pos, powers, initial, vocab):
             else:
                 p = powers[rv[right] - t]
                 a = row[rv[right]] * r_count
-                for s in range(s_count):
-                    acc = 0.0
-                    for w in range(r_count):
-                        acc += p[s, a + w] * beta[right, w]
-                    bwd[s] = acc
+                bwd[:] = 0.0
+                for w in range(r_count):
+                    weight = beta[right, w]
+                    if weight == 0.0:
+                        continue
+                    for s in range(s_count):
+                        bwd[s] += p[s, a + w] * weight
             total = 0.0
             for v in range(vocab):
                 acc = 0.0
@@ -220,6 +259,62 @@ def _jump_kernel(x, req_ptr, req_pos, powers, initial, vocab):
     return marg, valid, lows
 
 
+@numba.njit(parallel=True, cache=True)
+def _bigram_kernel(x, req_ptr, req_pos, powers, initial, vocab):
+    """``_jump_kernel`` for a 2-gram, where every revealed token is a state: a row is possible
+    iff pi P^r[x_r] > 0 at its first revealed token r and P^(r'-r)[x_r, x_r'] > 0 between
+    neighbours, and q(x_t | ..) is P^(t-l)[x_l, x_t] P^(r-t)[x_t, x_r] normalised (pi P^t at the
+    left end, ones at the right). Every product is at least floor^2 > TINY: no trouble rows."""
+    batch, length = x.shape
+    marg = np.empty((req_pos.shape[0], vocab))
+    valid = np.ones(batch, dtype=np.bool_)
+    lows = np.ones(batch)
+    for b in numba.prange(batch):
+        row = x[b]
+        prev = -1
+        ok = True
+        for j in range(length):
+            tok = row[j]
+            if tok < 0:
+                continue
+            if prev < 0:
+                ok = initial[j, tok] > 0.0
+            else:
+                ok = powers[j - prev, row[prev], tok] > 0.0
+            if not ok:
+                break
+            prev = j
+        if not ok:
+            valid[b] = False
+            for k in range(req_ptr[b], req_ptr[b + 1]):
+                marg[k, :] = 1.0 / vocab
+            continue
+        left = -1  # the last revealed position before t
+        scan = 0
+        right = 0  # the first revealed position after t (length if none)
+        for k in range(req_ptr[b], req_ptr[b + 1]):
+            t = req_pos[k]
+            while scan < t:
+                if row[scan] >= 0:
+                    left = scan
+                scan += 1
+            if right <= t:
+                right = t + 1
+                while right < length and row[right] < 0:
+                    right += 1
+            total = 0.0
+            for v in range(vocab):
+                val = initial[t, v] if left < 0 else powers[t - left, row[left], v]
+                if right < length:
+                    val *= powers[right - t, v, row[right]]
+                marg[k, v] = val
+                total += val
+            inv = 1.0 / total
+            for v in range(vocab):
+                marg[k, v] *= inv
+    return marg, valid, lows
+
+
 def marginals_at(table: PowerTable, x: np.ndarray, req_ptr: np.ndarray, req_pos: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """q(x_t | revealed tokens of row b) at the requested masked positions.
@@ -227,10 +322,13 @@ def marginals_at(table: PowerTable, x: np.ndarray, req_ptr: np.ndarray, req_pos:
     x: (B, L) int64 with ``MASK = -1``, L <= ``table.length``, tokens valid for the language;
     req_ptr: (B+1,) offsets into req_pos: (n,) ascending masked positions of each row.
     Returns ``(marginals (n, V), valid (B,), trouble (B,))``: rows off the support of q get
-    uniform marginals and ``valid`` False; ``trouble`` rows may have lost digits below
-    ``TINY`` and must be recomputed by ``mdm_exact.posterior.posterior``.
+    uniform marginals and ``valid`` False; ``trouble`` rows (whatever ``valid`` says) may have
+    lost digits below ``TINY`` and must be recomputed by ``mdm_exact.posterior.posterior``.
     """
-    marg, valid, lows = _jump_kernel(x, req_ptr, req_pos, table.powers, table.initial,
-                                     table.vocab_size)
-    trouble = valid & (lows * lows * table.floor * table.floor < TINY)
+    kernel_args = (x, req_ptr, req_pos, table.powers, table.initial, table.vocab_size)
+    if table.digits.shape[1] == 0:
+        marg, valid, lows = _bigram_kernel(*kernel_args)
+    else:
+        marg, valid, lows = _jump_kernel(*kernel_args, table.digits)
+    trouble = lows * lows * table.floor * table.floor < TINY
     return marg, valid, trouble

@@ -10,6 +10,8 @@ distributions (batch, length, V):
 
 The sampler: at step k, every position revealed at step k is drawn independently from the
 denoiser's marginal given the tokens revealed at steps < k; revealed tokens are never re-masked.
+The exact ``Oracle`` is asked only for those positions (``Oracle.marginals_at``), which for an
+n-gram costs a few table look-ups per revealed token instead of a pass over every row.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from ._utils import (
 from .errors import ArgumentError, ArgumentTypeError
 from .languages import Language, check_language
 from .policies import Policy, is_policy
-from .posterior import NGramArrays, posterior
+from .posterior import posterior
 from .posterior_at import marginals_at, power_table
 from .schedules import Plan, check_plan
 
@@ -72,13 +74,11 @@ class Oracle:
         positions are computed, by jumps between revealed tokens; otherwise, and for rows that
         table cannot resolve to full precision, the full posterior of the rows concerned.
         """
-        arrays = self.language.chain_arrays
-        table = power_table(arrays, x.shape[1]) if isinstance(arrays, NGramArrays) else None
         used, start = np.unique(rows, return_index=True)
+        ptr = np.append(start, rows.size)  # the requests of row used[b]: ptr[b]:ptr[b + 1]
+        table = power_table(self.language.chain_arrays, x.shape[1])
         if table is None:
-            return self(x[used])[np.repeat(np.arange(used.size), np.diff(
-                np.append(start, rows.size))), cols]
-        ptr = np.append(start, rows.size)
+            return self(x[used])[np.repeat(np.arange(used.size), np.diff(ptr)), cols]
         marg, _, trouble = marginals_at(table, x[used], ptr, np.ascontiguousarray(cols))
         redo = np.flatnonzero(trouble)
         if redo.size:

@@ -541,6 +541,19 @@ def _other_width_run() -> str:
     return out
 
 
+def _results_run(name: str) -> str:
+    """A run directory whose results.json (format of ``mdm-exact evaluate``) is on the preset
+    ``name``: enough for ``figure learned`` to compare languages."""
+    import json
+    from pathlib import Path
+
+    out = Path(_file("run-" + name))
+    (out / "results.json").write_text(json.dumps({
+        "format": "mdm_exact.nn.results/1", "language": {"preset": name},
+        "evaluation": {"language": name}}))
+    return str(out)
+
+
 def _locked_dir() -> str:
     """A directory whose lock file names this (live) process."""
     import os
@@ -658,6 +671,25 @@ CLI_ROWS: list[tuple] = [
     ("figure-option-not-applicable", lambda: ["figure", "theorem-4.4", "--out",
                                               _file("d") + "/f.png", "--length", "64"],
      "--length"),
+    ("figure-learned-no-run", lambda: ["figure", "learned", "--out", _file("d") + "/f.png"],
+     "needs --run DIR"),
+    ("figure-learned-missing-run", lambda: ["figure", "learned", "--run", "/nonexistent/run",
+                                            "--out", _file("d") + "/f.png"], "/nonexistent/run"),
+    ("figure-learned-run-not-evaluated", lambda: ["figure", "learned", "--run", _file("run"),
+                                                  "--out", _file("d") + "/f.png"],
+     "no results.json"),
+    ("figure-learned-run-invalid", lambda: ["figure", "learned", "--run",
+                                            _file("results.json", '{"format": "x"}'), "--out",
+                                            _file("d") + "/f.png"], "not a results file"),
+    ("figure-learned-different-languages", lambda: [
+        "figure", "learned", "--run", _results_run("2-gram"), "--run", _results_run("3-gram"),
+        "--out", _file("d") + "/f.png"], "different languages (3-gram vs 2-gram)"),
+    ("figure-learned-with-length", lambda: ["figure", "learned", "--run", _results_run("2-gram"),
+                                            "--length", "8", "--out", _file("d") + "/f.png"],
+     "--length do not apply"),
+    ("figure-run-with-fig1", lambda: ["figure", "fig1", "--run", _results_run("2-gram"),
+                                      "--out", _file("d") + "/f.png"],
+     "--run applies to figure 'learned' only"),
     # train / evaluate (torch)
     ("train-out-is-file", lambda: ["train", *_TINY_TRAIN, "--out", _existing("run")],
      "is a file"),
@@ -689,6 +721,17 @@ CLI_ROWS: list[tuple] = [
     ("evaluate-config-garbage", lambda: ["evaluate", _damaged_run("mdm.json", text="{{"),
                                          "--device", "cpu"], "not valid JSON"),
     ("evaluate-run-is-file", lambda: ["evaluate", _existing("run")], "no run directory"),
+    ("evaluate-length-above-context", lambda: ["evaluate", _run_dir(), "--length", "9",
+                                               "--device", "cpu"],
+     "context (max_length) 8, got 9"),
+    ("evaluate-policy-unknown", lambda: ["evaluate", _run_dir(), "--policy", "nope:3",
+                                         "--device", "cpu"], "policy spec must be one of"),
+    ("evaluate-block-length-without-policy", lambda: ["evaluate", _run_dir(), "--block-length",
+                                                      "2", "--device", "cpu"],
+     "--block-length applies only with --policy"),
+    ("evaluate-block-length-above-length", lambda: ["evaluate", _run_dir(), "--policy",
+                                                    "threshold:0.9", "--block-length", "9",
+                                                    "--device", "cpu"], "block_length"),
     ("evaluate-negative-seed", lambda: ["evaluate", _run_dir(), "--seed", "-1", "--device",
                                         "cpu"], "seed"),
     # sizes refused before any work, with the estimate

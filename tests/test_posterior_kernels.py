@@ -36,9 +36,10 @@ def permutation_hmm(bigram: NGram, perm: np.ndarray) -> HMM:
                np.eye(len(perm))[perm], {"name": "permutation"})
 
 
-def assert_same(got, want) -> None:
+def assert_same(got, want, log_atol: float = 1e-12) -> None:
     """Two ``Posterior`` results agree: validity exactly, NaN rows exactly, zeros exactly,
-    marginals to 1e-12 and log-evidence to 1e-12 relative."""
+    marginals to 1e-12 and log-evidence to 1e-12 relative (``log_atol`` absolute: the scaled
+    kernels add one rounding per position to it)."""
     np.testing.assert_array_equal(got.valid, want.valid)
     np.testing.assert_array_equal(np.isnan(got.marginals), np.isnan(want.marginals))
     ok = want.valid
@@ -47,7 +48,7 @@ def assert_same(got, want) -> None:
     np.testing.assert_allclose(got.marginals[ok], want.marginals[ok], rtol=0, atol=1e-12)
     np.testing.assert_array_equal(got.log_evidence[~ok], -np.inf)
     np.testing.assert_allclose(got.log_evidence[ok], want.log_evidence[ok], rtol=1e-12,
-                               atol=1e-12)
+                               atol=log_atol)
 
 
 def first_order_languages():
@@ -135,8 +136,9 @@ def test_long_first_order_rows():
     x[0, rng.random(100_000) < 0.5] = MASK
     x[1] = MASK
     x[2, 10:60_000] = MASK
-    assert_same(posterior(language, x, implementation="first-order"),
-                posterior(language, x, implementation="sparse"))
+    post = posterior(language, x, implementation="first-order")
+    assert_same(post, posterior(language, x, implementation="sparse"), log_atol=1e-10)
+    assert post.log_evidence[1] == 0.0
 
 
 def test_long_blocked_rows():
@@ -145,7 +147,7 @@ def test_long_blocked_rows():
     x = language.sample(3, 20_000, rng)
     x[rng.random(x.shape) < 0.5] = MASK
     assert_same(posterior(language, x, implementation="blocked"),
-                posterior(language, x, implementation="dense"))
+                posterior(language, x, implementation="dense"), log_atol=1e-10)
 
 
 # ------------------------------------------------------------------ out of the float range
@@ -221,7 +223,7 @@ def test_threads_follow_the_work(monkeypatch):
         top = numba.get_num_threads()
         with _threads_for(SERIAL_WORK - 1) as n:
             assert n == numba.get_num_threads() == 1
-        with _threads_for(100 * SERIAL_WORK) as n:
+        with _threads_for(SERIAL_WORK) as n:
             assert n == numba.get_num_threads() == top
         assert numba.get_num_threads() == top
         monkeypatch.setenv(THREADS_ENV, "1")

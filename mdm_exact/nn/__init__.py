@@ -7,7 +7,8 @@
 - ``sample``: ``TorchDenoiser``, a denoiser for ``mdm_exact.sampling.sample``, and the ddpm /
   ddpm_cache / fixed-count / left-to-right samplers with their network-call counts;
 - ``evaluate``: generative log-perplexity under q, SER by the exact support test, the measured
-  learning error of Assumption 4.1, and the Oracle on the same schedules;
+  learning error of Assumption 4.1, the Oracle on the same schedules, adaptive policies with the
+  learned model's exact KL(q || p), and the results JSON beside the checkpoint;
 - ``commands``: the ``mdm-exact train`` and ``mdm-exact evaluate`` subcommands.
 
 Importing this package needs torch (``pip install 'mdm_exact[torch]'``); ``import mdm_exact``
@@ -23,12 +24,18 @@ except ImportError as err:  # pragma: no cover - exercised in a subprocess by th
     ) from err
 
 from .evaluate import (
+    RESULTS_FILE,
+    RESULTS_FORMAT,
     Evaluation,
     LearningError,
+    PolicyRow,
     ScheduleRow,
     evaluate,
     evaluate_run,
     learning_error,
+    policy_kl,
+    results_data,
+    write_results,
 )
 from .model import KINDS, ModelConfig, Transformer, resolve_device
 from .sample import (
@@ -44,11 +51,14 @@ from .train import TrainConfig, TrainResult, load_model, train
 
 __all__ = [
     "KINDS",
+    "RESULTS_FILE",
+    "RESULTS_FORMAT",
     "CachedDenoiser",
     "Evaluation",
     "Generation",
     "LearningError",
     "ModelConfig",
+    "PolicyRow",
     "ScheduleRow",
     "TorchDenoiser",
     "TrainConfig",
@@ -62,6 +72,9 @@ __all__ = [
     "fixed_count",
     "learning_error",
     "load_model",
+    "policy_kl",
     "resolve_device",
+    "results_data",
     "train",
+    "write_results",
 ]

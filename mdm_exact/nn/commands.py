@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .._io import input_file, output_dir, print_json
 from ..errors import ArgumentError
 from ..languages import PRESETS, load_language, preset
-from .evaluate import columns_legend, evaluate_run
+from ..policies import parse_policy
+from .evaluate import RESULTS_FILE, columns_legend, evaluate_run
 from .model import KINDS, ModelConfig, resolve_device
 from .train import TrainConfig, train
 
@@ -107,19 +109,45 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ar", metavar="DIR", default=None,
                         help="run directory of an autoregressive baseline (default: RUN_DIR's, "
                              "if it holds one)")
+    parser.add_argument("--policy", action="append", default=None, metavar="SPEC",
+                        help="also sample the MDM and the Oracle under an adaptive policy "
+                             "(repeatable): topk-confidence:N, topk-margin:N, topk-entropy:N, "
+                             "random-topk:N, threshold:TAU, eb:GAMMA or factor:F; a "
+                             "deterministic one also reports each model's exact KL(q || p)")
+    parser.add_argument("--block-length", type=int, default=None, metavar="B",
+                        help="with --policy: semi-autoregressive blocks of B positions")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--no-save", action="store_true",
+                        help=f"do not write RUN_DIR/{RESULTS_FILE} (written by default: the "
+                             "report with the checkpoints' hashes and the wall time)")
+
+
+def _policies(args: argparse.Namespace) -> list:
+    """The ``--policy`` rules with ``--block-length`` (refused without ``--policy``)."""
+    if args.policy is None:
+        if args.block_length is not None:
+            raise ArgumentError(f"--block-length applies only with --policy, got "
+                                f"--block-length {args.block_length}")
+        return []
+    if args.block_length is not None and args.block_length < 1:
+        raise ArgumentError(f"--block-length must be positive, got {args.block_length}")
+    return [parse_policy(spec, args.block_length) for spec in args.policy]
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    """Evaluate a run and print the table (or JSON)."""
+    """Evaluate a run, write its results JSON (unless ``--no-save``), print the table (or
+    JSON)."""
     steps = _steps_list(args.steps)
+    policies = _policies(args)
     device = resolve_device(args.device)
     report = evaluate_run(args.run, steps, args.samples, seed=args.seed, ar_dir=args.ar,
-                          length=args.length, schedule=args.schedule, device=device,
-                          progress=True)
+                          length=args.length, schedule=args.schedule, policies=policies,
+                          device=device, save=not args.no_save, progress=True)
     if args.json:
         print_json(report.as_dict())
     else:
         print(report.format())
+        if not args.no_save:
+            print(f"\nwrote {Path(args.run) / RESULTS_FILE}")
     return 0
