@@ -20,7 +20,7 @@ from .errors import ArgumentError, ArgumentTypeError
 from .estimate import Estimate, check_confidence, mean_interval, wilson_interval
 from .languages import Language
 from .policies import is_policy
-from .sampling import Denoiser, call_denoiser, resolve_denoiser
+from .sampling import Denoiser, Oracle, call_denoiser, resolve_denoiser
 from .schedules import Plan, check_plan
 
 
@@ -111,15 +111,24 @@ def jensen_bound(
     steps = plan.draw_steps(num, length, gen)
     score = np.asarray(language.log_prob(x), dtype=np.float64).copy()
     magnitude = np.abs(score)
-    rows_idx = np.arange(num)[:, None]
+    # The exact oracle is asked only for the positions step k reveals (as in ``sample``); any
+    # other denoiser sees whole rows.
+    order = np.argsort(steps, axis=None, kind="stable")
+    bounds = np.searchsorted(steps.ravel()[order], np.arange(plan.num_steps + 1))
+    only_revealed = type(den) is Oracle
     for k in progress_bar(progress, np.unique(steps), desc="Jensen bound steps"):
+        rows_of, cols = np.divmod(order[bounds[k]:bounds[k + 1]], length)
         partial = np.where(steps < k, x, MASK)
-        probs = call_denoiser(den, partial, language.vocab_size)
-        chosen = probs[rows_idx, np.arange(length)[None, :], x]
+        if only_revealed:
+            chosen = den.marginals_at(partial, rows_of, cols)[np.arange(cols.size),
+                                                              x[rows_of, cols]]
+        else:
+            chosen = call_denoiser(den, partial, language.vocab_size)[rows_of, cols,
+                                                                     x[rows_of, cols]]
         with np.errstate(divide="ignore"):
-            terms = np.where(steps == k, np.log(chosen), 0.0)
-            score -= terms.sum(axis=1)
-            magnitude += np.abs(terms).sum(axis=1)
+            terms = np.log(chosen)
+        score -= np.bincount(rows_of, weights=terms, minlength=num)
+        magnitude += np.bincount(rows_of, weights=np.abs(terms), minlength=num)
     # Each score is a difference of L + 1 logs: its rounding error is at most about
     # (L + 1) eps times their magnitude, so the interval is widened by that much (an exact 0,
     # e.g. the oracle revealing one token per step, stays inside it) and then clipped at 0,

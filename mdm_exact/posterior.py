@@ -14,7 +14,10 @@ sparse (V successors per state), so an n-gram costs at most O(L V^n) per row, no
 O(L V^(2n-2)) of the dense HMM view; its own kernel (``_ngram_marginals_kernel``) moreover keeps
 only the states consistent with the revealed tokens, so a step costs V^(masked tokens among
 x_j .. x_{j+n-1}). HMMs run on index lists (sparse) or contiguous rows (dense), skipping states
-whose message is zero.
+whose message is zero, dense ones on blocks of rows at once (``blocked``). First-order chains
+(2-grams, HMMs with permutation emissions) skip the recursion: a masked token depends only on
+its nearest revealed neighbours, through cached matrix powers (``first-order``). See
+``IMPLEMENTATIONS``.
 
 Numerics: messages are rescaled to sum 1 at every position (the "scaling" implementation), the
 logs of the scale factors add up to the log-evidence, so L = 100000 neither underflows nor
@@ -41,6 +44,7 @@ from ._utils import (
     check_positive_int,
     check_probabilities,
     check_tokens,
+    memory_budget,
     real_array,
 )
 from .errors import ArgumentError, ArgumentTypeError
@@ -386,9 +390,10 @@ def _token_chain(arrays: HMMArrays | NGramArrays) -> tuple[np.ndarray, np.ndarra
 
 
 def _resolve(arrays: HMMArrays | NGramArrays, implementation: str, x: np.ndarray,
-             threads: int, first_order: bool = True) -> str:
+             threads: int, first_order: bool = True, max_bytes: float | None = None) -> str:
     """The engine ``implementation`` means for these arrays and rows on ``threads`` threads (see
-    ``IMPLEMENTATIONS``); ``first_order=False`` leaves that engine out of ``auto``."""
+    ``IMPLEMENTATIONS``); ``first_order=False`` leaves that engine out of ``auto``, as does a
+    table of powers above ``FIRST_ORDER_BYTES`` or the memory budget."""
     if implementation == "first-order":
         if _token_chain(arrays) is None:
             raise ArgumentError(
@@ -399,8 +404,9 @@ def _resolve(arrays: HMMArrays | NGramArrays, implementation: str, x: np.ndarray
     if implementation != "auto":
         return implementation
     batch, length = x.shape
+    limit = min(FIRST_ORDER_BYTES, memory_budget(max_bytes))
     if (first_order and _token_chain(arrays) is not None
-            and _first_order_bytes(arrays.vocab_size, length) <= FIRST_ORDER_BYTES):
+            and _first_order_bytes(arrays.vocab_size, length) <= limit):
         return "first-order"
     if isinstance(arrays, NGramArrays) or not _dense_hmm(arrays):
         return "sparse"
@@ -641,7 +647,9 @@ def _ngram_marginals_kernel(x, init, shift, vocab, order, with_marginals):
     log_z = np.empty(batch)
     lows = np.ones(batch)
     for b in numba.prange(batch):
-        row = x[b]
+        # A private copy of the row and scalar indexing of ``shift``: views of shared arrays
+        # touch their reference counts, atomics that the threads would fight over.
+        row = x[b].copy()
         low = 1.0
         live = np.empty(max(r_count, 1), dtype=np.int64)
         off = np.empty(length + 1, dtype=np.int64)
@@ -696,14 +704,14 @@ def _ngram_marginals_kernel(x, init, shift, vocab, order, with_marginals):
                 for k in range(nu):
                     o = c0 + k * v_count
                     w = alpha[p0 + k]
-                    sh = shift[dlo * r_count + live[k]]
+                    st = dlo * r_count + live[k]
                     for y in range(v_count):
-                        alpha[o + y] = w * sh[y]
+                        alpha[o + y] = w * shift[st, y]
                     for di in range(1, nd):
                         w = alpha[p0 + di * nu + k]
-                        sh = shift[(dlo + di) * r_count + live[k]]
+                        st = (dlo + di) * r_count + live[k]
                         for y in range(v_count):
-                            alpha[o + y] += w * sh[y]
+                            alpha[o + y] += w * shift[st, y]
                 n_out = nu * v_count
                 for i in range(c0, c0 + n_out):
                     total += alpha[i]
@@ -745,10 +753,9 @@ def _ngram_marginals_kernel(x, init, shift, vocab, order, with_marginals):
                             acc = shift[st, ytok] * nxt[k]
                         else:
                             acc = 0.0
-                            sh = shift[st]
                             o = k * v_count
                             for y in range(v_count):
-                                acc += sh[y] * nxt[o + y]
+                                acc += shift[st, y] * nxt[o + y]
                         beta[di * nu + k] = acc
                         total += acc
                 if not total > 0.0:
@@ -921,14 +928,6 @@ def _block_scale(cur, bits, inv, low_bits):
             low_bits[i] = min(low_bits[i], b[i] if b[i] != 0 else _MAX_BITS)
 
 
-@numba.njit(cache=True)
-def _block_tokens(x, b0, r, j, masked, toks):
-    """Column j of the block's rows, ``masked`` for MASK and for the padding rows past r."""
-    for i in range(toks.shape[0]):
-        t = x[b0 + i, j] if i < r else -1
-        toks[i] = t if t >= 0 else masked
-
-
 @numba.njit(parallel=True, cache=True)
 def _blocked_kernel(x, init, emit_ext_t, dense, dense_t, emission, rows, chunks,
                     with_marginals):
@@ -937,7 +936,7 @@ def _blocked_kernel(x, init, emit_ext_t, dense, dense_t, emission, rows, chunks,
     and a rescaling pass; ``emit_ext_t``: (K, V + 1) emission with a column of ones for MASK.
     The log-evidence keeps a running product of the scale factors and takes its log only below
     1e-150 (factors are >= ``TINY`` unless the row is redone). ``chunks`` threads each take
-    every ``chunks``-th block; padding rows past the batch are fully masked and dropped.
+    every ``chunks``-th block; padding rows past the batch (token index V: MASK) are dropped.
     Returns (marginals (batch, length or 0, V), log-evidence, smallest positive entries)."""
     batch, length = x.shape
     k = init.shape[0]
@@ -948,6 +947,9 @@ def _blocked_kernel(x, init, emit_ext_t, dense, dense_t, emission, rows, chunks,
     blocks = (batch + rows - 1) // rows
     one_bits = np.ones(1).view(np.int64)[0]
     for c in numba.prange(chunks):
+        # Thread-local copies of the shared tables: a view of a shared array touches its
+        # reference count, an atomic that the threads would fight over at every position.
+        a, a_t, e_t, em = dense.copy(), dense_t.copy(), emit_ext_t.copy(), emission.copy()
         alpha = np.empty((length if with_marginals else 2, k, rows))
         alpha_bits = alpha.view(np.int64)
         beta = np.empty((k, rows))
@@ -968,14 +970,16 @@ def _blocked_kernel(x, init, emit_ext_t, dense, dense_t, emission, rows, chunks,
             for j in range(length):
                 jj = j if with_marginals else j % 2
                 cur = alpha[jj]
-                _block_tokens(x, b0, r, j, vocab, toks)
+                for i in range(rows):
+                    t = x[b0 + i, j] if i < r else -1
+                    toks[i] = t if t >= 0 else vocab
                 if j == 0:
                     for s in range(k):
                         cur[s, :] = init[s]
                 else:
-                    _block_step(alpha[jj - 1 if with_marginals else 1 - jj], dense, cur)
+                    _block_step(alpha[jj - 1 if with_marginals else 1 - jj], a, cur)
                 for s in range(k):
-                    e = emit_ext_t[s]
+                    e = e_t[s]
                     row = cur[s]
                     for i in range(rows):
                         row[i] *= e[toks[i]]
@@ -992,12 +996,14 @@ def _blocked_kernel(x, init, emit_ext_t, dense, dense_t, emission, rows, chunks,
                 beta[:, :] = 1.0
                 for j in range(length - 1, -1, -1):
                     if j < length - 1:
-                        _block_tokens(x, b0, r, j + 1, vocab, toks)
+                        for i in range(rows):
+                            t = x[b0 + i, j + 1] if i < r else -1
+                            toks[i] = t if t >= 0 else vocab
                         for s in range(k):
-                            e = emit_ext_t[s]
+                            e = e_t[s]
                             for i in range(rows):
                                 tmp[s, i] = beta[s, i] * e[toks[i]]
-                        _block_step(tmp, dense_t, beta)
+                        _block_step(tmp, a_t, beta)
                         _block_scale(beta, beta_bits, inv, low_bits)
                         for i in range(r):
                             if inv[i] == 0.0 and log_z[b0 + i] > -np.inf:
@@ -1009,7 +1015,7 @@ def _blocked_kernel(x, init, emit_ext_t, dense, dense_t, emission, rows, chunks,
                         for i in range(rows):
                             g[i] *= beta[s, i]
                         for v in range(vocab):
-                            ev = emission[s, v]
+                            ev = em[s, v]
                             m = mv[v]
                             for i in range(rows):
                                 m[i] += ev * g[i]
@@ -1092,7 +1098,8 @@ def _fill_prior(transition, reach1, prior, reach, ok, start):
 def _first_order_sizes(x):
     """(prior entries, powers) the rows of ``x`` read: pi P^t up to the first revealed position
     (all of a fully masked row), P^k up to the longest step from a revealed position to the
-    next one or to the end."""
+    next one or to the end, and from the start of the row to its first revealed position (the
+    masked positions before it read P^(t - u) for u >= 0)."""
     batch, length = x.shape
     n_prior, n_powers = 1, 1
     for b in range(batch):
@@ -1101,6 +1108,7 @@ def _first_order_sizes(x):
             if x[b, t] >= 0:
                 if left < 0:
                     n_prior = max(n_prior, t + 1)
+                    n_powers = max(n_powers, t + 1)
                 else:
                     n_powers = max(n_powers, t - left + 1)
                 left = t
@@ -1180,13 +1188,12 @@ def _first_order_kernel(x, prior, prior_ok, powers, powers_t, row_ok, col_ok, wi
     log_z = np.empty(batch)
     trouble = np.zeros(batch, dtype=np.bool_)
     for b in numba.prange(batch):
-        row = x[b]
         left, xl = -1, 0
         lz = 0.0
         prod = 1.0  # a running product of evidence factors: one log per ~1e150, not per factor
         bad = False
         for t in range(length + 1):
-            xr = row[t] if t < length else -1
+            xr = x[b, t] if t < length else -1
             if t < length and xr < 0:
                 continue
             if t < length:
@@ -1204,28 +1211,24 @@ def _first_order_kernel(x, prior, prior_ok, powers, powers_t, row_ok, col_ok, wi
                     lz += np.log(prod)
                     prod = 1.0
             if with_marginals:
+                # Scalar indexing only: a view of a shared table (prior[u]) would touch its
+                # reference count, an atomic that the threads would fight over.
                 for u in range(left + 1, t):
                     if left < 0:
-                        lvec = prior[u]
                         bad = not prior_ok[u]
                     else:
-                        lvec = powers[u - left, xl]
                         bad = not row_ok[u - left, xl]
                     if t < length:
                         bad = bad or not col_ok[t - u, xr]
                     if bad:
                         break
                     total = 0.0
-                    if t < length:
-                        rvec = powers_t[t - u, xr]
-                        for v in range(vocab):
-                            q = lvec[v] * rvec[v]
-                            marg[b, u, v] = q
-                            total += q
-                    else:
-                        for v in range(vocab):
-                            marg[b, u, v] = lvec[v]
-                            total += lvec[v]
+                    for v in range(vocab):
+                        q = prior[u, v] if left < 0 else powers[u - left, xl, v]
+                        if t < length:
+                            q *= powers_t[t - u, xr, v]
+                        marg[b, u, v] = q
+                        total += q
                     if not total > 0.0:
                         bad = True
                         break
@@ -1286,7 +1289,8 @@ def _run_chain(arrays: HMMArrays | NGramArrays, x: np.ndarray, implementation: s
     by the engine ``auto`` would pick without it."""
     batch, length = x.shape
     vocab = arrays.vocab_size
-    impl = _resolve(arrays, implementation, x, _thread_cap(numba.get_num_threads()))
+    impl = _resolve(arrays, implementation, x, _thread_cap(numba.get_num_threads()),
+                    max_bytes=max_bytes)
     if impl == "first-order":
         if with_marginals:
             check_memory(f"posterior(batch={batch}, length={length}) with V={vocab}",
@@ -1305,7 +1309,8 @@ def _run_chain(arrays: HMMArrays | NGramArrays, x: np.ndarray, implementation: s
                 tables.col_ok, with_marginals)
         rows = np.flatnonzero(trouble)
         if rows.size:
-            generic = _resolve(arrays, "auto", x[rows], numba.get_num_threads(), False)
+            generic = _resolve(arrays, "auto", x[rows], numba.get_num_threads(), False,
+                               max_bytes)
             redo, log_z[rows] = _run_chain(arrays, x[rows], generic, with_marginals, max_bytes)
             if with_marginals:
                 marg[rows] = redo

@@ -489,9 +489,14 @@ def _save_table(directory: Path, table) -> None:
 
 
 def _init_worker(numba_threads: int) -> None:
+    """A pool worker's numba threads: ``set_num_threads`` and the engine's own cap
+    (``posterior.THREADS_ENV``). Not ``NUMBA_NUM_THREADS``: numba re-reads it at every compile
+    and refuses a value that differs from its running thread pool."""
     import numba
 
-    os.environ["NUMBA_NUM_THREADS"] = str(numba_threads)
+    from .posterior import THREADS_ENV
+
+    os.environ[THREADS_ENV] = str(numba_threads)
     numba.set_num_threads(max(1, min(numba_threads, numba.config.NUMBA_NUM_THREADS)))
 
 

@@ -222,3 +222,18 @@ def test_estimate_helpers():
     assert isinstance(m, Estimate) and m.as_dict()["method"] == "monte-carlo t"
     with pytest.raises(ValueError, match="values"):
         mean_interval([1.0])
+
+
+@pytest.mark.parametrize("name", ["2-gram", "3-gram", "hmm"])
+def test_jensen_bound_asks_the_oracle_only_where_a_step_reveals(name):
+    """The Oracle's fast path (marginals at the revealed positions only) scores exactly what the
+    whole-row path scores: a plain callable wrapping the same Oracle takes the whole-row path."""
+    from mdm_exact.sampling import Oracle
+
+    lang = preset(name)
+    oracle = Oracle(lang)
+    plan = Schedule.linear(6)
+    fast = jensen_bound(lang, plan, 40, 30, None, 3)
+    whole = jensen_bound(lang, plan, 40, 30, lambda x: oracle(x), 3)
+    assert fast.value == pytest.approx(whole.value, rel=1e-12, abs=1e-12)
+    assert fast.high == pytest.approx(whole.high, rel=1e-12, abs=1e-12)

@@ -22,6 +22,7 @@ from mdm_exact.posterior import (
     IMPLEMENTATIONS,
     SERIAL_WORK,
     THREADS_ENV,
+    _first_order_sizes,
     _resolve,
     _threads_for,
 )
@@ -208,6 +209,8 @@ def numba_threads(n: int):
 def test_dispatch(bigram, zero_hmm, sparse_hmm, trigram):
     x = np.full((256, 64), MASK)
     assert _resolve(bigram.chain_arrays, "auto", x, 2) == "first-order"
+    # a table of powers above the memory budget: the n-gram kernel instead
+    assert _resolve(bigram.chain_arrays, "auto", x, 2, max_bytes=1e4) == "sparse"
     assert _resolve(trigram.chain_arrays, "auto", x, 2) == "sparse"
     assert _resolve(zero_hmm.chain_arrays, "auto", x, 2) == "blocked"
     assert _resolve(sparse_hmm.chain_arrays, "auto", x, 2) == "sparse"
@@ -233,3 +236,43 @@ def test_threads_follow_the_work(monkeypatch):
         with pytest.raises(ArgumentError, match=THREADS_ENV), _threads_for(1):
             pass
         assert numba.get_num_threads() == top
+
+
+def _tables_read(row: np.ndarray) -> tuple[int, int]:
+    """(largest t of pi P^t, largest k of P^k) that the nearest-neighbour formula reads on one
+    row, by its definition: a masked u between revealed l < u < r reads P^(u - l) and P^(r - u),
+    one before the first revealed r reads pi P^u and P^(r - u), one after the last revealed l
+    reads P^(u - l); a revealed r reads pi P^r (the first) or P^(r - l)."""
+    revealed = [t for t, tok in enumerate(row) if tok >= 0]
+    prior, power = 0, 0
+    for u in range(row.size):
+        left = max((t for t in revealed if t < u), default=None)
+        right = min((t for t in revealed if t > u), default=None)
+        if left is None:
+            prior = max(prior, u)
+        else:
+            power = max(power, u - left)
+        if right is not None and row[u] < 0:
+            power = max(power, right - u)
+    return prior, power
+
+
+@given(st.lists(st.integers(-1, 2), min_size=1, max_size=40))
+def test_first_order_tables_cover_every_entry_the_kernel_reads(tokens):
+    """Regression: a masked prefix before the first revealed token r reads P^r, which the
+    table size once left out (the kernel read past the table: intermittent inf marginals)."""
+    x = np.array([tokens], dtype=np.int64)
+    n_prior, n_powers = _first_order_sizes(x)
+    prior, power = _tables_read(x[0])
+    assert prior < n_prior and power < n_powers
+
+
+def test_first_order_masked_prefix_matches_the_sparse_kernel():
+    lang = NGram(2, np.full(3, 1 / 3), np.array([[0.5, 0.25, 0.25], [0.2, 0.6, 0.2],
+                                                [0.1, 0.1, 0.8]]))
+    x = np.full((2, 32), MASK, dtype=np.int64)
+    x[0, 28] = 2
+    x[1, 15] = x[1, 17] = 0
+    got = posterior(lang, x, implementation="first-order")
+    want = posterior(lang, x, implementation="sparse")
+    np.testing.assert_allclose(got.marginals, want.marginals, rtol=0, atol=1e-12)

@@ -254,3 +254,15 @@ def test_split_language():
     assert split_language("2-gram") == ("2-gram", None)
     assert split_language("hmm:0.01") == ("hmm", 0.01)
     assert split_language("runs/my:lang.json") == ("runs/my:lang.json", None)
+
+
+def test_a_pool_worker_can_still_compile_after_its_threads_are_set():
+    """Regression: the worker initialiser once set NUMBA_NUM_THREADS after numba had started
+    its threads, and the next compile in that worker raised (the Fig. 1 sweep died there)."""
+    code = ("from mdm_exact.sweep import _init_worker\n_init_worker(1)\nimport numba\n"
+            "assert numba.njit(lambda x: x + 1)(1) == 2\nassert numba.get_num_threads() == 1\n"
+            "import os\nassert os.environ['MDM_EXACT_THREADS'] == '1'\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env={k: v for k, v in os.environ.items()
+                                            if k not in ("NUMBA_NUM_THREADS", "MDM_EXACT_THREADS")})
+    assert done.returncode == 0, done.stderr
