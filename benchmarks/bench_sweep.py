@@ -79,13 +79,14 @@ def _tree_cpu_s(processes: list[psutil.Process]) -> float:
 
 
 def _measure(label: str, run, workers_cpu) -> tuple[pandas.DataFrame, dict]:
-    """Run ``run()`` (a sweep) under a ``Meter``; ``workers_cpu(before)`` brackets it with the
-    CPU time of the worker processes (returns a callable giving the CPU time spent since)."""
+    """Run ``run()`` (a sweep) under a ``Meter``. ``workers_cpu()``, called just before, returns
+    a callable that gives the CPU time the worker processes have spent since."""
     since = workers_cpu()
     with Meter() as meter:
         table = run()
     worker_s = since()
     result = {"backend": label, **meter.as_dict(), "workers_cpu_s": worker_s,
+              "others_cpus": _others_cpus({**meter.as_dict(), "workers_cpu_s": worker_s}),
               "cells_wall_sum_s": float(table["wall_time_s"].sum()),
               "cells_wall_max_s": float(table["wall_time_s"].max()),
               "computed": int(table.attrs["computed"]), "reused": int(table.attrs["reused"])}
@@ -93,6 +94,14 @@ def _measure(label: str, run, workers_cpu) -> tuple[pandas.DataFrame, dict]:
           f" s, CPU here {meter.cpu_s:.2f} s + workers {worker_s:.2f} s, load "
           f"{meter.loadavg_before} -> {meter.loadavg_after}", flush=True)
     return table, result
+
+
+def _others_cpus(run: dict) -> float | None:
+    """CPUs that processes other than this one and its workers used on average over a run: the
+    ``Meter``'s other load (which counts the workers) less the workers' CPU time."""
+    if run.get("other_load_cpus") is None:
+        return None
+    return max(0.0, run["other_load_cpus"] - run["workers_cpu_s"] / max(run["wall_s"], 1e-9))
 
 
 def _no_workers():
@@ -216,6 +225,7 @@ def docs_section(report: dict) -> str:
         f"| {row['backend']} | {_fmt(row['wall_s'])} | {row['speedup_vs_local_1']:.2f}x | "
         f"{_fmt(row['cells_wall_sum_s'])} | {_fmt(row['cells_wall_max_s'])} | "
         f"{_fmt(row['process_cpu_s'])} | {_fmt(row['workers_cpu_s'])} | "
+        f"{_fmt(_others_cpus(row), '.2f', '')} | "
         f"{row['loadavg_before'][0] if row['loadavg_before'] else 'n/a'} -> "
         f"{row['loadavg_after'][0] if row['loadavg_after'] else 'n/a'} |"
         for row in r["runs"])
@@ -231,8 +241,12 @@ into a fresh `--out` directory. The tables of the three backends were checked id
 `wall_time_s` (and so were their `results.csv`). Speed-up: the 1-worker wall time over the
 backend's. "Cells' own" are the `wall_time_s` columns: their sum is the work (in a fresh worker
 process the first cell also loads the numba cache), their maximum the floor any number of
-workers meets. CPU: of this process, and of the worker processes (the pool
-or the cluster's); load: 1-minute load average before -> after.
+workers meets. CPU: of this process, and of the worker processes (the pool or the cluster's);
+others: the CPUs other processes of the machine used on average meanwhile; load: 1-minute load
+average before -> after. With 1 worker the cells run here with numba's default threads (all
+cores); each of {c['workers']} workers gets cores / {c['workers']}: more workers pay only where
+the cells spread better than their kernels scale over threads, and never go below the largest
+cell's time on its share of the cores.
 
 Machine: {m['cpu_model']}, {m['usable_cpus']} usable of {m['logical_cpus']} logical CPUs,
 {m['platform']}; Python {m['python']}, numpy {m['numpy']}, numba {m['numba']}, dask distributed
@@ -241,8 +255,8 @@ Run {report['timestamp']}; load average {report.get('loadavg_start')} at the sta
 {report.get('loadavg_end')} at the end.
 
 | Backend | Wall | Speed-up | Cells' own, sum | Cells' own, max | CPU here | CPU workers \
-| Load |
-|---|---:|---:|---:|---:|---:|---:|---|
+| Others (CPUs) | Load |
+|---|---:|---:|---:|---:|---:|---:|---:|---|
 {rows}
 
 - Dask `LocalCluster` ({c['workers']} processes x 1 thread, workers' numba threads

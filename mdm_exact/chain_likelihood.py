@@ -45,6 +45,7 @@ import numpy as np
 from ._utils import check_memory, check_tokens
 from .errors import ArgumentError, ArgumentTypeError
 from .languages import HMM, Language, NGram, check_language
+from .posterior import token_chain
 from .sampling import Oracle, PerturbedOracle, perturb_toward, resolve_denoiser
 from .schedules import DeterministicPlan, FixedCountPlan, Schedule
 
@@ -66,23 +67,14 @@ def first_order_chain(language: Language) -> tuple[np.ndarray, np.ndarray]:
     entry 0 or 1, one 1 per row and per column) is the bigram of the tokens its states emit.
     Refuses every other language, naming the supported cases.
     """
+    found = token_chain(language.chain_arrays) if isinstance(language, NGram | HMM) else None
+    if found is not None:
+        return found[0].copy(), found[1].copy()
     if isinstance(language, NGram):
-        if language.order == 2:
-            return language.initial.ravel().copy(), language.transition.copy()
         raise ArgumentError(f"language must be a first-order chain ({SUPPORTED_LANGUAGES}) for "
                             f"the interval DP, got an n-gram of order {language.order}")
     if isinstance(language, HMM):
-        emission = language.emission
-        k, v = emission.shape
-        ones = emission == 1.0
-        if (k == v and np.all(ones | (emission == 0.0)) and np.all(ones.sum(axis=0) == 1)
-                and np.all(ones.sum(axis=1) == 1)):
-            token = ones.argmax(axis=1)  # state s emits token token[s]
-            initial = np.zeros(v)
-            initial[token] = language.initial
-            transition = np.zeros((v, v))
-            transition[np.ix_(token, token)] = language.transition
-            return initial, transition
+        k, v = language.emission.shape
         raise ArgumentError(f"language must be a first-order chain ({SUPPORTED_LANGUAGES}) for "
                             f"the interval DP, got an HMM with a {k} x {v} emission matrix that "
                             "is not a permutation")

@@ -361,7 +361,7 @@ def _block_rows(batch: int, length: int, states: int, threads: int) -> int:
     return int(max(1, min(BLOCK_ROWS, per_thread, fits)))
 
 
-def _token_chain(arrays: HMMArrays | NGramArrays) -> tuple[np.ndarray, np.ndarray] | None:
+def token_chain(arrays: HMMArrays | NGramArrays) -> tuple[np.ndarray, np.ndarray] | None:
     """``(initial (V,), transition (V, V))`` of the token chain of a first-order language, else
     None (found once per arrays object): a 2-gram is its own chain; an HMM whose emission is a
     permutation matrix (every entry 0 or 1, one 1 per row and per column) is the chain of the
@@ -395,7 +395,7 @@ def _resolve(arrays: HMMArrays | NGramArrays, implementation: str, x: np.ndarray
     ``IMPLEMENTATIONS``); ``first_order=False`` leaves that engine out of ``auto``, as does a
     table of powers above ``FIRST_ORDER_BYTES`` or the memory budget."""
     if implementation == "first-order":
-        if _token_chain(arrays) is None:
+        if token_chain(arrays) is None:
             raise ArgumentError(
                 "implementation='first-order' needs a first-order chain (a 2-gram or an HMM "
                 f"whose emission matrix is a permutation), got {type(arrays).__name__} with "
@@ -405,7 +405,7 @@ def _resolve(arrays: HMMArrays | NGramArrays, implementation: str, x: np.ndarray
         return implementation
     batch, length = x.shape
     limit = min(FIRST_ORDER_BYTES, memory_budget(max_bytes))
-    if (first_order and _token_chain(arrays) is not None
+    if (first_order and token_chain(arrays) is not None
             and _first_order_bytes(arrays.vocab_size, length) <= limit):
         return "first-order"
     if isinstance(arrays, NGramArrays) or not _dense_hmm(arrays):
@@ -918,7 +918,12 @@ def _block_scale(cur, bits, inv, low_bits):
         for i in range(r):
             inv[i] += c[i]
     for i in range(r):
-        inv[i] = 1.0 / inv[i] if inv[i] > 0.0 else 0.0
+        if inv[i] >= TINY:
+            inv[i] = 1.0 / inv[i]
+        else:
+            if inv[i] > 0.0:  # 1 / sum would lose digits or overflow: redo the row in log space
+                low_bits[i] = 0
+            inv[i] = 0.0
     for s in range(k):
         c = cur[s]
         b = bits[s]
@@ -1141,8 +1146,11 @@ class _Powers:
         v = transition.shape[0]
         p = np.array(transition, dtype=np.float64, order="C")
         reach1 = (p > 0).astype(np.float64)
-        return cls(p, reach1, np.array(initial, dtype=np.float64).reshape(1, v),
-                   np.ones(1, dtype=np.bool_), (np.asarray(initial) > 0).astype(np.float64),
+        pi = np.array(initial, dtype=np.float64).reshape(1, v)
+        # pi itself is trusted as the later prior rows are (``_fill_prior``): no entry below
+        # SQRT_TINY, where products would lose digits
+        trusted = np.all((pi == 0.0) | (pi >= SQRT_TINY), axis=1)
+        return cls(p, reach1, pi, trusted, (np.asarray(initial) > 0).astype(np.float64),
                    np.eye(v).reshape(1, v, v), np.eye(v).reshape(1, v, v),
                    np.ones((1, v), dtype=np.bool_),
                    np.ones((1, v), dtype=np.bool_), np.eye(v))
@@ -1170,7 +1178,7 @@ class _Powers:
 def _powers(arrays: HMMArrays | NGramArrays) -> _Powers:
     per_arrays = _CHAINS.setdefault(arrays, {})
     if "powers" not in per_arrays:
-        per_arrays["powers"] = _Powers.of(*_token_chain(arrays))
+        per_arrays["powers"] = _Powers.of(*token_chain(arrays))
     return per_arrays["powers"]
 
 

@@ -913,7 +913,10 @@ def _interrupt(args: list[str], marker: bytes, cwd=None) -> tuple[int, str]:
     import subprocess
     import time
 
-    proc = _python(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd)
+    # A shell's background job starts with SIGINT ignored, and the child would inherit that:
+    # restore the default so that Python installs its handler as in a terminal.
+    proc = _python(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd,
+                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     os.set_blocking(proc.stderr.fileno(), False)
     seen, deadline = b"", time.monotonic() + 120
     while marker not in seen and proc.poll() is None and time.monotonic() < deadline:

@@ -276,3 +276,21 @@ def test_first_order_masked_prefix_matches_the_sparse_kernel():
     got = posterior(lang, x, implementation="first-order")
     want = posterior(lang, x, implementation="sparse")
     np.testing.assert_allclose(got.marginals, want.marginals, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("tiny", [1e-300, 1e-310, 5e-324])
+@pytest.mark.parametrize("implementation", ["first-order", "blocked", "dense"])
+def test_subnormal_entries_are_redone_not_lost(implementation, tiny):
+    """Regression: the blocked kernel divided by a subnormal sum (1 / sum = inf) and reported
+    -inf for possible rows; such a row must be redone in log space like in the sparse kernel."""
+    import itertools
+
+    hmm = NGram(2, [1 - tiny, tiny], [[1 - tiny, tiny], [0.5, 0.5]]).as_hmm()
+    rows = np.array(list(itertools.product([-1, 0, 1], repeat=4)), dtype=np.int64)
+    want = posterior(hmm, rows, implementation="sparse")
+    got = posterior(hmm, rows, implementation=implementation)
+    np.testing.assert_array_equal(got.valid, want.valid)
+    np.testing.assert_allclose(got.log_evidence[got.valid], want.log_evidence[want.valid],
+                               rtol=1e-12)
+    np.testing.assert_allclose(got.marginals[got.valid], want.marginals[want.valid], rtol=0,
+                               atol=1e-12)
