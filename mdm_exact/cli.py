@@ -1142,35 +1142,24 @@ def _entered_from_compiled_code(frame) -> bool:
 
 
 class _InterruptGuard:
-    """SIGINT handler of a command: KeyboardInterrupt, except inside a numba kernel's call back
-    into Python, where it is re-posted 50 ms later (by then the kernel has usually returned);
-    at most one re-post is pending, and none fires after the command ends."""
-
-    def __init__(self):
-        import threading
-
-        self.active = False
-        self.pending = False
-        self.lock = threading.Lock()
+    """SIGINT handler of a command: KeyboardInterrupt, except inside numba's Python code called
+    back from a compiled kernel (``_numba_unpickle``), where a raise is not checked and crashes
+    the process. There the interrupt is raised at the next call of a Python function outside
+    numba (a one-shot ``sys.setprofile`` hook of the main thread), i.e. once the kernel has
+    returned; the hook is removed when the command ends."""
 
     def handle(self, signum, frame) -> None:
         if not _entered_from_compiled_code(frame):
             raise KeyboardInterrupt
-        if not self.pending:
-            import threading
+        sys.setprofile(self._raise_outside_numba)
 
-            self.pending = True
-            timer = threading.Timer(0.05, self._repost)
-            timer.daemon = True
-            timer.start()
-
-    def _repost(self) -> None:
-        import _thread
-
-        with self.lock:  # no re-post once the command has ended (see ``installed``)
-            self.pending = False
-            if self.active:
-                _thread.interrupt_main()
+    @staticmethod
+    def _raise_outside_numba(frame, event, arg) -> None:
+        numba = sys.modules.get("numba")
+        root = os.path.dirname(numba.__file__) + os.sep if numba else None
+        if event == "call" and not (root and frame.f_code.co_filename.startswith(root)):
+            sys.setprofile(None)
+            raise KeyboardInterrupt
 
     @contextlib.contextmanager
     def installed(self):
@@ -1181,14 +1170,13 @@ class _InterruptGuard:
                 or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
             yield
             return
-        self.active = True
         signal.signal(signal.SIGINT, self.handle)
         try:
             yield
         finally:
-            with self.lock:
-                self.active = False
             signal.signal(signal.SIGINT, signal.default_int_handler)
+            if sys.getprofile() is self._raise_outside_numba:
+                sys.setprofile(None)
 
 
 def _interrupted_exit() -> int:
