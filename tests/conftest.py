@@ -208,3 +208,14 @@ def one_numba_thread():
     numba.set_num_threads(1)
     yield
     numba.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread(one_numba_thread):
+    """``one_numba_thread`` and one torch thread for a module of small models (same reason)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

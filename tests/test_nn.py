@@ -44,24 +44,12 @@ from mdm_exact.nn.commands import (  # noqa: E402
 )
 from mdm_exact.schedules import Schedule  # noqa: E402
 
-pytestmark = pytest.mark.torch
+pytestmark = [pytest.mark.torch, pytest.mark.usefixtures("one_torch_thread")]
 
 LENGTH = 16
 TINY = {"width": 64, "depth": 2, "heads": 4}
 MDM_TRAIN = {"steps": 300, "batch_size": 96, "lr": 3e-3}
 AR_TRAIN = {"steps": 200, "batch_size": 64, "lr": 6e-3}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    import numba
-
-    before = torch.get_num_threads(), numba.get_num_threads()
-    torch.set_num_threads(1)
-    numba.set_num_threads(1)
-    yield
-    torch.set_num_threads(before[0])
-    numba.set_num_threads(before[1])
 
 
 @pytest.fixture(scope="module")

@@ -38,25 +38,13 @@ from mdm_exact.nn import (  # noqa: E402
 from mdm_exact.nn.commands import add_evaluate_arguments, run_evaluate  # noqa: E402
 from mdm_exact.policies import TopK, parse_policy  # noqa: E402
 
-pytestmark = pytest.mark.torch
+pytestmark = [pytest.mark.torch, pytest.mark.usefixtures("one_torch_thread")]
 
 ROOT = Path(__file__).resolve().parent.parent
 LENGTH = 6
 TINY = {"width": 32, "depth": 1, "heads": 2}
 EVAL = {"steps": [2, LENGTH], "num_samples": 30, "seed": 1}
 POLICIES = ("topk-confidence:6", "random-topk:3")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    import numba
-
-    before = torch.get_num_threads(), numba.get_num_threads()
-    torch.set_num_threads(1)
-    numba.set_num_threads(1)
-    yield
-    torch.set_num_threads(before[0])
-    numba.set_num_threads(before[1])
 
 
 @pytest.fixture(scope="module")
