@@ -50,6 +50,18 @@ def _figure(ncols: int, width: float = 5.2, height: float = 4.2):
     return fig, list(axes)
 
 
+def _steps_axes(axes, steps, x_ar: float, legend_size: float) -> None:
+    """The shared x axis of the steps-vs-quality figures: N on a log2 scale with one tick per
+    ``steps`` value and an "AR" tick at ``x_ar``; grid and legend."""
+    for ax in axes:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks([*steps, x_ar], [str(int(n)) for n in steps] + ["AR"])
+        ax.minorticks_off()
+        ax.set_xlabel("sampling steps N (log scale)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=legend_size)
+
+
 def _parameters(fig, text: str) -> None:
     """State the figure's parameters at its foot, in small type (as the figure's supxlabel, so
     that the constrained layout makes room for it)."""
@@ -274,15 +286,7 @@ def figure_1(*, quick: bool = False, data=None, **kwargs):
     ax_ppl.plot([], [], "k*", ms=12, label="AR (oracle, N = L, left to right)")
     ax_ppl.fill_between([], [], [], color="gray", alpha=0.2, label="95% interval")
     ax_ser.fill_between([], [], [], color="gray", alpha=0.2, label="95% Wilson interval")
-    ticks = [*x, x_ar]
-    labels = [str(int(n)) for n in x] + ["AR"]
-    for ax in (ax_ppl, ax_ser):
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(ticks, labels)
-        ax.minorticks_off()
-        ax.set_xlabel("sampling steps N (log scale)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+    _steps_axes((ax_ppl, ax_ser), x, x_ar, 7)
     ax_ppl.set_ylabel("GenPPL = exp(E_p[-log q(x)] / L)  (exp of nats/token)")
     ax_ppl.set_title("Generative perplexity (threshold-0 languages)")
     ax_ser.set_ylabel("SER = 1 - p(supp q)  (probability)")
@@ -1083,13 +1087,7 @@ def figure_learned(data):
         _band(ax_ser, x, run.oracle_ser, color, "s--", oracle_label, 0.1)
         _ar_point(ax_ser, x_ar, run.ar_ser, color, f"AR (learned, N = L), {run.name}")
     steps = sorted({n for run in data.runs for n in run.steps})
-    for ax in (ax_ppl, ax_ser):
-        ax.set_xscale("log", base=2)
-        ax.set_xticks([*steps, x_ar], [str(n) for n in steps] + ["AR"])
-        ax.minorticks_off()
-        ax.set_xlabel("sampling steps N (log scale)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
+    _steps_axes((ax_ppl, ax_ser), steps, x_ar, 6)
     ax_ppl.set_ylabel("gen. log-perplexity E_p[-log q(x)] / L  (nats/token)")
     ax_ppl.set_title("Gen. log-perplexity (inf not drawn; dotted: valid samples only)")
     ax_ser.set_ylabel("SER = 1 - p(supp q)  (probability)")
