@@ -20,7 +20,7 @@ from .errors import ArgumentError, ArgumentTypeError
 from .estimate import Estimate, check_confidence, mean_interval, wilson_interval
 from .languages import Language
 from .policies import is_policy
-from .sampling import Denoiser, Oracle, call_denoiser, resolve_denoiser
+from .sampling import Denoiser, denoiser_marginals_at, resolve_denoiser
 from .schedules import Plan, check_plan
 
 
@@ -111,20 +111,13 @@ def jensen_bound(
     steps = plan.draw_steps(num, length, gen)
     score = np.asarray(language.log_prob(x), dtype=np.float64).copy()
     magnitude = np.abs(score)
-    # The exact oracle is asked only for the positions step k reveals (as in ``sample``); any
-    # other denoiser sees whole rows.
     order = np.argsort(steps, axis=None, kind="stable")
     bounds = np.searchsorted(steps.ravel()[order], np.arange(plan.num_steps + 1))
-    only_revealed = type(den) is Oracle
     for k in progress_bar(progress, np.unique(steps), desc="Jensen bound steps"):
         rows_of, cols = np.divmod(order[bounds[k]:bounds[k + 1]], length)
         partial = np.where(steps < k, x, MASK)
-        if only_revealed:
-            chosen = den.marginals_at(partial, rows_of, cols)[np.arange(cols.size),
-                                                              x[rows_of, cols]]
-        else:
-            chosen = call_denoiser(den, partial, language.vocab_size)[rows_of, cols,
-                                                                     x[rows_of, cols]]
+        probs = denoiser_marginals_at(den, partial, rows_of, cols, language.vocab_size)
+        chosen = probs[np.arange(cols.size), x[rows_of, cols]]
         with np.errstate(divide="ignore"):
             terms = np.log(chosen)
         score -= np.bincount(rows_of, weights=terms, minlength=num)

@@ -259,6 +259,18 @@ def call_denoiser(denoiser: Denoiser, x: np.ndarray, vocab_size: int) -> np.ndar
     return out / sums
 
 
+def denoiser_marginals_at(denoiser: Denoiser, x: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+                          vocab_size: int) -> np.ndarray:
+    """(n, V) the denoiser's marginals at the masked positions (rows[i], cols[i]) of ``x``
+    (batch, L); ``rows`` non-decreasing and ``cols`` ascending within a row. The exact
+    ``Oracle`` computes only those positions (``Oracle.marginals_at``, the same marginals); any
+    other denoiser is called (``call_denoiser``) on whole rows, those concerned only."""
+    if type(denoiser) is Oracle:
+        return denoiser.marginals_at(x, rows, cols)
+    used, local = np.unique(rows, return_inverse=True)
+    return call_denoiser(denoiser, x[used], vocab_size)[local, cols]
+
+
 @dataclass(frozen=True)
 class SampleResult:
     """Output of ``sample``.
@@ -322,19 +334,12 @@ def sample(
     x = np.full((num, length), MASK, dtype=np.int64)
     order = np.argsort(steps, axis=None, kind="stable")
     bounds = np.searchsorted(steps.ravel()[order], np.arange(plan.num_steps + 1))
-    # The exact oracle is asked only for the positions a step reveals (the same marginals, so
-    # the same draws from the same rng); any other denoiser sees whole rows.
-    only_revealed = type(den) is Oracle
     for k in progress_bar(progress, range(plan.num_steps), desc="steps"):
         flat = order[bounds[k]:bounds[k + 1]]
         if flat.size == 0:
             continue
         rows_of, cols = np.divmod(flat, length)
-        if only_revealed:
-            probs = den.marginals_at(x, rows_of, cols)
-        else:
-            rows, local = np.unique(rows_of, return_inverse=True)
-            probs = call_denoiser(den, x[rows], language.vocab_size)[local, cols]
+        probs = denoiser_marginals_at(den, x, rows_of, cols, language.vocab_size)
         x[rows_of, cols] = categorical(gen, probs)
     nfe_cache = (np.diff(np.sort(steps, axis=1), axis=1) != 0).sum(axis=1) + 1
     return SampleResult(x, steps, plan.num_steps, nfe_cache, nfe_cache)
