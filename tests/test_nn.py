@@ -330,3 +330,89 @@ def test_cli_train_steps_is_a_deprecated_alias(tmp_path, capsys):
         run_train(parser.parse_args([*tiny, "--steps", "2", "--train-steps", "3", "--out",
                                      str(tmp_path / "both")]))
     assert not (tmp_path / "both").exists()
+
+
+def test_cli_train_loss_weight_and_threads(tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    tiny = ["--preset", "2-gram", "--length", "4", "--width", "16", "--depth", "1", "--heads",
+            "2", "--batch-size", "2", "--device", "cpu", "--train-steps", "2"]
+    for weight in ("elbo", "flat"):
+        out = tmp_path / weight
+        assert run_train(parser.parse_args([*tiny, "--loss-weight", weight, "--threads", "1",
+                                            "--out", str(out)])) == 0
+        assert json.loads((out / "mdm.json").read_text())["train"]["loss_weight"] == weight
+        said = capsys.readouterr().out
+        assert ("masked cross-entropy" in said) == (weight == "flat")
+        assert ("H(q)/L" in said) == (weight == "elbo")
+    assert torch.get_num_threads() == 1
+    with pytest.raises(ValueError, match="--threads must be >= 1, got 0"):
+        run_train(parser.parse_args([*tiny, "--threads", "0", "--out", str(tmp_path / "no")]))
+    assert not (tmp_path / "no").exists()
+    with pytest.raises(SystemExit):
+        parser.parse_args([*tiny, "--loss-weight", "uniform", "--out", str(tmp_path / "no")])
+
+
+# ---------------------------------------------------------------------------------- recipe options
+
+
+def test_flat_loss_is_the_mean_cross_entropy_of_the_masked_positions(language):
+    from mdm_exact.nn.train import batch_loss
+
+    model = Transformer(ModelConfig("mdm", 4, 8, **TINY))
+    x = torch.tensor([[0, 1, 2, 3, 0, 1, 2, 3], [3, 3, 2, 2, 1, 1, 0, 0]])
+    mask = torch.tensor([[1, 0, 0, 1, 0, 0, 0, 1], [0, 0, 0, 0, 0, 0, 1, 0]], dtype=torch.bool)
+    t = torch.tensor([0.25, 0.5])
+    with torch.no_grad():
+        logits = model(torch.where(mask, torch.full_like(x, 4), x)).double()
+        log_p = torch.log_softmax(logits, -1).gather(-1, x[..., None])[..., 0]
+        masked = [(-log_p[b, i]).item() for b in range(2) for i in range(8) if mask[b, i]]
+        flat = batch_loss(model, x, mask, t, "flat").item()
+        elbo = batch_loss(model, x, mask, t, "elbo").item()
+    assert flat == pytest.approx(sum(masked) / 4, rel=1e-6)
+    # The ELBO weighs row b's masked terms by 1 / t_b and divides by all 16 tokens.
+    by_row = [sum(-log_p[b, i].item() for i in range(8) if mask[b, i]) for b in range(2)]
+    assert elbo == pytest.approx((by_row[0] / 0.25 + by_row[1] / 0.5) / 16, rel=1e-6)
+    with pytest.raises(ValueError, match="loss_weight must be one of"):
+        TrainConfig(LENGTH, loss_weight="uniform")
+
+
+def test_run_written_before_the_loss_weight_option_resumes(tmp_path, language):
+    cfg = ModelConfig("mdm", 4, LENGTH, width=32, depth=1, heads=2)
+    tcfg = TrainConfig(LENGTH, steps=4, batch_size=8, seed=1)
+    train(language, cfg, tcfg, tmp_path, progress=False, stop_after=2)
+    info = json.loads((tmp_path / "mdm.json").read_text())
+    del info["train"]["loss_weight"]
+    (tmp_path / "mdm.json").write_text(json.dumps(info))
+    assert train(language, cfg, tcfg, tmp_path, progress=False).step == 4
+    with pytest.raises(ValueError, match="different train config"):
+        train(language, cfg, TrainConfig(LENGTH, steps=4, batch_size=8, seed=1,
+                                         loss_weight="flat"), tmp_path, progress=False)
+
+
+def test_autoregressive_kl_matches_left_to_right_products(trained, language):
+    """log p_AR(x) from one forward pass equals the product of the left-to-right conditionals
+    the denoiser gives one prefix at a time; the KL is the mean of log q(x) - log p_AR(x)."""
+    from mdm_exact.nn import autoregressive_kl
+
+    ar = TorchDenoiser(trained[1]["ar"])
+    x = language.sample(6, LENGTH, np.random.default_rng(8))
+    log_p = np.zeros(len(x))
+    for j in range(LENGTH):
+        prefix = x.copy()
+        prefix[:, j:] = MASK
+        log_p += np.log(ar(prefix)[np.arange(len(x)), j, x[:, j]])
+    gap = language.log_prob(x) - log_p
+    kl, per_token = autoregressive_kl(language, ar, x)
+    assert kl.value == pytest.approx(max(gap.mean(), 0.0), abs=1e-5)
+    assert per_token.value == pytest.approx(kl.value / LENGTH, rel=1e-12)
+    assert kl.num_samples == 6 and kl.low <= kl.value <= kl.high
+    with pytest.raises(TypeError, match="autoregressive"):
+        autoregressive_kl(language, TorchDenoiser(trained[1]["mdm"]), x)
+
+
+def test_evaluation_reports_the_ar_excess(report):
+    assert report.ar_kl_per_token is not None
+    assert report.ar_kl_per_token.value == pytest.approx(report.ar_kl.value / LENGTH)
+    assert 0 <= report.ar_kl_per_token.value < 0.05
+    assert "AR excess KL(q || p_AR) / L" in report.format()

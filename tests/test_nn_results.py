@@ -251,24 +251,28 @@ def test_paper_scale_script_dry_run(tmp_path, capsys):
 
 # ---------------------------------------------------------------------------- opt-in recipe
 
+SLOW_TRAIN_STEPS = 4000
+"""Optimizer steps of the opt-in check (the recipe's 14,000 are sized for L = 64)."""
+
+
 
 @pytest.mark.slow_train
 def test_recipe_reaches_the_learning_error_target(tmp_path):
-    """The documented recipe (``mdm-exact train``'s defaults) on the 2-gram preset at L = 16:
-    mean learning error <= 0.02 nats, 95th percentile <= 0.05 (docs/nn_results.md)."""
+    """The recipe (``mdm-exact train``'s defaults: ``ModelConfig`` and ``TrainConfig``) on the
+    2-gram preset at L = 16 with 4000 steps: mean learning error <= 0.02 nats, 95th percentile
+    <= 0.05 (the 2-gram targets of docs/nn_results.md), in about 2 minutes on one thread."""
     import time
 
     from mdm_exact import preset
     from mdm_exact.nn import learning_error
-    from mdm_exact.nn.commands import DEFAULT_TRAIN_STEPS
 
     lang = preset("2-gram")
     start = time.perf_counter()
     result = train(lang, ModelConfig("mdm", lang.vocab_size, 16),
-                   TrainConfig(16, steps=DEFAULT_TRAIN_STEPS), tmp_path / "run", device="cpu",
+                   TrainConfig(16, steps=SLOW_TRAIN_STEPS), tmp_path / "run", device="cpu",
                    progress=False)
     le = learning_error(lang, TorchDenoiser(result.model), 16, rng=np.random.default_rng(0))
     seconds = time.perf_counter() - start
-    print(f"2-gram, L = 16, {DEFAULT_TRAIN_STEPS} steps: learning error mean {le.mean:.4f}, "
+    print(f"2-gram, L = 16, {SLOW_TRAIN_STEPS} steps: learning error mean {le.mean:.4f}, "
           f"p95 {le.p95:.4f} nats, {seconds:.0f} s")
     assert le.mean <= 0.02 and le.p95 <= 0.05, (le.mean, le.p95, seconds)

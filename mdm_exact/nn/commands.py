@@ -12,16 +12,19 @@ import sys
 from pathlib import Path
 
 from .._io import input_file, output_dir, print_json
+from .._utils import check_positive_int
 from ..errors import ArgumentError
 from ..languages import PRESETS, load_language, preset
 from ..policies import parse_policy
 from .evaluate import RESULTS_FILE, columns_legend, evaluate_run
 from .model import KINDS, ModelConfig, resolve_device
-from .train import TrainConfig, train
+from .train import LOSS_WEIGHTS, TrainConfig, train
 
 DEFAULT_STEPS = "8,16,32,64"
 
-DEFAULT_TRAIN_STEPS = 3000
+DEFAULT_TRAIN_STEPS = {"mdm": TrainConfig.steps, "ar": 10_000}
+"""Optimizer steps of the recipe per kind (docs/nn_results.md): the AR model sees every position
+as a target at every step and needs fewer."""
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,25 +38,38 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kind", choices=KINDS, default="mdm",
                         help="mdm: masked diffusion denoiser; ar: autoregressive baseline")
     parser.add_argument("--train-steps", type=int, default=None, metavar="N",
-                        help=f"optimizer steps (default {DEFAULT_TRAIN_STEPS})")
+                        help=f"optimizer steps (default {DEFAULT_TRAIN_STEPS['mdm']:,} for an "
+                             f"MDM, {DEFAULT_TRAIN_STEPS['ar']:,} for AR)")
     parser.add_argument("--steps", type=int, default=None, metavar="N",
                         help="deprecated alias of --train-steps, removed in the next release")
     parser.add_argument("--out", required=True, metavar="DIR",
                         help="run directory (created; an existing run of this kind resumes)")
     parser.add_argument("--seed", type=int, default=0, help="data, masks and init seed")
-    parser.add_argument("--width", type=int, default=128, help="model width (default 128)")
-    parser.add_argument("--depth", type=int, default=4, help="transformer blocks (default 4)")
-    parser.add_argument("--heads", type=int, default=4, help="attention heads (default 4)")
-    parser.add_argument("--batch-size", type=int, default=64, help="sequences per step")
-    parser.add_argument("--lr", type=float, default=3e-4,
-                        help="peak learning rate (default 3e-4; 10%% warmup, cosine decay)")
+    parser.add_argument("--width", type=int, default=ModelConfig.width,
+                        help=f"model width (default {ModelConfig.width})")
+    parser.add_argument("--depth", type=int, default=ModelConfig.depth,
+                        help=f"transformer blocks (default {ModelConfig.depth})")
+    parser.add_argument("--heads", type=int, default=ModelConfig.heads,
+                        help=f"attention heads (default {ModelConfig.heads})")
+    parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size,
+                        help=f"sequences per step (default {TrainConfig.batch_size})")
+    parser.add_argument("--lr", type=float, default=TrainConfig.lr,
+                        help=f"peak learning rate (default {TrainConfig.lr:g}; 10%% warmup, "
+                             "cosine decay to 0)")
+    parser.add_argument("--loss-weight", choices=LOSS_WEIGHTS, default=None,
+                        help="MDM loss: flat = mean cross-entropy over the masked positions, "
+                             "elbo = the 1/t-weighted negative ELBO (default "
+                             f"{TrainConfig.loss_weight})")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="torch CPU threads (default: torch's own choice)")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
 
 
 def _train_steps(args: argparse.Namespace) -> int:
     """``--train-steps``, or the value of its deprecated alias ``--steps`` with a warning."""
     if args.steps is None:
-        return DEFAULT_TRAIN_STEPS if args.train_steps is None else args.train_steps
+        return (DEFAULT_TRAIN_STEPS[args.kind] if args.train_steps is None
+                else args.train_steps)
     if args.train_steps is not None:
         raise ArgumentError(f"give --train-steps only, not also its deprecated alias --steps "
                             f"(got --train-steps {args.train_steps} and --steps {args.steps})")
@@ -65,20 +81,31 @@ def _train_steps(args: argparse.Namespace) -> int:
 def run_train(args: argparse.Namespace) -> int:
     """Train (or resume) and print where the run went."""
     steps = _train_steps(args)
+    threads = None if args.threads is None else check_positive_int("--threads", args.threads)
     out = output_dir("--out", args.out)
     device = resolve_device(args.device)
     language = (preset(args.preset) if args.preset is not None
                 else load_language(input_file("--language", args.language)))
     model_config = ModelConfig(args.kind, language.vocab_size, args.length, width=args.width,
                                depth=args.depth, heads=args.heads)
+    loss_weight = TrainConfig.loss_weight if args.loss_weight is None else args.loss_weight
     train_config = TrainConfig(args.length, steps=steps, batch_size=args.batch_size,
-                               lr=args.lr, seed=args.seed)
+                               lr=args.lr, seed=args.seed, loss_weight=loss_weight)
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
     result = train(language, model_config, train_config, out, device=device)
     tail = result.losses[-min(100, result.losses.size):]
     entropy_rate = language.entropy(args.length).value / args.length
+    if args.kind == "mdm" and loss_weight == "flat":
+        what = (f"masked cross-entropy {tail.mean():.4f} nats per masked token over the last "
+                f"{tail.size} steps (mdm-exact evaluate measures the learning error)")
+    else:
+        what = (f"loss {tail.mean():.4f} nats/token over the last {tail.size} steps "
+                f"(H(q)/L = {entropy_rate:.4f})")
     print(f"trained {args.kind} ({result.model.num_parameters():,} parameters) for "
-          f"{result.step} steps into {args.out}: loss {tail.mean():.4f} nats/token over the last "
-          f"{tail.size} steps (H(q)/L = {entropy_rate:.4f})")
+          f"{result.step} steps into {args.out}: {what}")
     return 0
 
 

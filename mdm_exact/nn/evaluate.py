@@ -59,6 +59,7 @@ from ..policies import Policy, is_policy
 from ..posterior import posterior_marginals
 from ..sampling import Denoiser, Oracle, call_denoiser, sample
 from ..schedules import Schedule
+from .model import model_inputs
 from .sample import Generation, TorchDenoiser, autoregressive, ddpm_cache
 from .train import LANGUAGE_FILE, load_model
 
@@ -103,6 +104,7 @@ RESULTS_FORMAT = "mdm_exact.nn.results/1"
 # Distinct streams of one seed: schedules (with N), the AR baseline, the learning error, the
 # policies' samples (with the policy's index) and the x ~ q of their KL (same index).
 _SCHEDULE_STREAM, _AR_STREAM, _LEARNING_STREAM, _POLICY_STREAM, _KL_STREAM = 1, 2, 3, 4, 5
+_AR_KL_STREAM = 6
 
 
 @dataclass(frozen=True)
@@ -265,6 +267,32 @@ def policy_kl(language: Language, policy: Policy, denoiser: Denoiser, x: np.ndar
     return kl, kl.scaled(1.0 / x.shape[1])
 
 
+def autoregressive_kl(language: Language, ar: TorchDenoiser, x: np.ndarray
+                      ) -> tuple[Estimate, Estimate]:
+    """KL(q || p_AR) per sequence and per token of an autoregressive model: the mean of the exact
+    log q(x) - log p_AR(x) over the rows of ``x`` (num, L) drawn from q, with
+    log p_AR(x) = sum_j log p_AR(x_j | x_<j) from one forward pass per chunk of rows (log-softmax
+    of the float32 logits in float64). Per token it is the model's cross-entropy minus H(q)/L,
+    with the sampling noise of log q(x) removed; a t interval at 95%, clipped at 0."""
+    import torch
+
+    if not isinstance(ar, TorchDenoiser) or ar.config.kind != "ar":
+        raise ArgumentTypeError(f"ar must be a TorchDenoiser of an autoregressive model, got "
+                                f"{ar!r}")
+    arr = np.asarray(x, dtype=np.int64)
+    log_p = np.empty(arr.shape[0])
+    with torch.no_grad():
+        for start in range(0, arr.shape[0], ar.batch_size):
+            chunk = torch.from_numpy(arr[start:start + ar.batch_size]).to(ar.device)
+            logits = ar.model(model_inputs(ar.config, chunk)).float().double()
+            picked = torch.log_softmax(logits, dim=-1).gather(-1, chunk[..., None])[..., 0]
+            log_p[start:start + chunk.shape[0]] = picked.sum(dim=1).cpu().numpy()
+    gap = np.asarray(language.log_prob(arr), dtype=np.float64) - log_p
+    est = mean_interval(gap, domain=(0.0, math.inf))
+    kl = Estimate(est.value, est.low, est.high, KL_METHOD, est.confidence, est.num_samples)
+    return kl, kl.scaled(1.0 / arr.shape[1])
+
+
 def _score_policy(language: Language, policy: Policy, model: str, tokens: np.ndarray,
                   nfe: np.ndarray, kl: tuple[Estimate, Estimate] | None) -> PolicyRow:
     gen_log_ppl, valid, ser = _quality(language, tokens)
@@ -291,6 +319,8 @@ class Evaluation:
     rows: tuple[ScheduleRow, ...]
     learning_error: LearningError | None
     policy_rows: tuple[PolicyRow, ...] = ()
+    ar_kl: Estimate | None = None
+    ar_kl_per_token: Estimate | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The whole report as a JSON-ready dict."""
@@ -305,6 +335,9 @@ class Evaluation:
             "learning_error": None if self.learning_error is None
             else self.learning_error.as_dict(),
             "policy_rows": [row.as_dict() for row in self.policy_rows],
+            "ar_kl": None if self.ar_kl is None else asdict(self.ar_kl),
+            "ar_kl_per_token": None if self.ar_kl_per_token is None
+            else asdict(self.ar_kl_per_token),
         }
 
     def row(self, model: str, steps: int) -> ScheduleRow:
@@ -332,6 +365,9 @@ class Evaluation:
                              f"{r.max:>9.4f}")
             lines.append(f"{'all':>6} {le.positions:>10d} {le.mean:>9.4f} {le.p95:>9.4f} "
                          f"{le.max:>9.4f}")
+        if self.ar_kl_per_token is not None:
+            lines += ["", f"AR excess KL(q || p_AR) / L = {_interval(self.ar_kl_per_token)} "
+                      "nats/token (its cross-entropy minus H(q)/L; exact per x ~ q)"]
         header = (f"{'steps':>5} {'model':<6} {'NFE':>5} {'NFE cache (E)':>15} "
                   f"{'gen log-ppl [95%]':>24} {'valid-only [95%]':>24} {'SER [95%]':>24}")
         lines += ["", header, "-" * len(header)]
@@ -476,6 +512,11 @@ def evaluate(
             le = learning_error(language, _Counted(mdm, bar), length,
                                 num_sequences=learning_error_sequences,
                                 rng=np.random.default_rng([seed, _LEARNING_STREAM]))
+        ar_kl = (None, None)
+        if isinstance(ar, TorchDenoiser) and ar.config.kind == "ar":
+            bar.set_postfix_str("ar KL", refresh=False)
+            ar_kl = autoregressive_kl(language, ar, language.sample(
+                num, length, np.random.default_rng([seed, _AR_KL_STREAM])))
         bar.set_postfix_str("entropy rate", refresh=False)
         entropy_rate = float(language.entropy(length).value) / length
         bar.update()
@@ -489,6 +530,8 @@ def evaluate(
         rows=tuple(rows),
         learning_error=le,
         policy_rows=tuple(policy_rows),
+        ar_kl=ar_kl[0],
+        ar_kl_per_token=ar_kl[1],
     )
 
 

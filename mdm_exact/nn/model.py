@@ -38,14 +38,16 @@ class ModelConfig:
     """Hyperparameters of a ``Transformer``.
 
     ``max_length`` is the context the model was trained for; inputs longer than it are refused.
-    ``width`` must be a multiple of ``heads`` with an even head dimension (rotary pairs).
+    ``width`` must be a multiple of ``heads`` with an even head dimension (rotary pairs). The
+    defaults (width 64, depth 2, 4 heads: about 101,000 parameters at V = 8) are the CPU recipe's
+    (docs/nn_results.md).
     """
 
     kind: str
     vocab_size: int
     max_length: int
-    width: int = 128
-    depth: int = 4
+    width: int = 64
+    depth: int = 2
     heads: int = 4
     mlp_ratio: int = 4
 
