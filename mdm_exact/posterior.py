@@ -32,7 +32,7 @@ from __future__ import annotations
 import os
 import weakref
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, TypeAlias
 
 import numba
@@ -68,6 +68,15 @@ BLOCK_BYTES = 32 * 2**20
 long sequences, and the per-row dense kernel below ``MIN_BLOCK_ROWS``."""
 
 MIN_BLOCK_ROWS = 8
+
+BLOCK_TILE = 4
+"""Side of the register tile of ``_block_product`` (its loops are unrolled for 4 x 4 matrix
+entries); the blocked kernel pads the states and the vocabulary to a multiple of it with
+zeros, which add exact zeros."""
+
+BLOCK_TOKEN_TILE = 8
+"""Positions whose tokens (and marginals) the blocked kernel reads (writes) per row at a time:
+one cache line of int64 tokens instead of a strided pass over the batch per position."""
 
 FIRST_ORDER_BYTES = 2**28
 """Largest table of cached matrix powers the first-order kernel builds under ``auto``."""
@@ -355,9 +364,9 @@ def _dense_hmm(arrays: HMMArrays) -> bool:
 
 def _block_rows(batch: int, length: int, states: int, threads: int) -> int:
     """Rows per block of the blocked kernel: enough blocks for every thread, a forward table of
-    at most ``BLOCK_BYTES`` per block."""
+    at most ``BLOCK_BYTES`` per block (states padded to a multiple of ``BLOCK_TILE``)."""
     per_thread = -(-batch // max(threads, 1))
-    fits = BLOCK_BYTES // (8 * max(length, 1) * states)
+    fits = BLOCK_BYTES // (8 * max(length, 1) * -(-states // BLOCK_TILE) * BLOCK_TILE)
     return int(max(1, min(BLOCK_ROWS, per_thread, fits)))
 
 
@@ -883,47 +892,77 @@ _MAX_BITS = np.iinfo(np.int64).max
 
 
 @numba.njit(cache=True)
-def _block_step(prev, a, cur):
-    """cur[t, i] = sum_s a[s, t] prev[s, i] for a block of rows i (states x rows): the rows are
-    the innermost, vectorised loop, so every row sees the same operations in the same order
-    whatever its block (results do not depend on the batch), four states per pass."""
-    k, r = prev.shape
-    for t in range(k):
-        c = cur[t]
-        c[:] = 0.0
-        s = 0
-        while s + 4 <= k:
-            a0, a1, a2, a3 = a[s, t], a[s + 1, t], a[s + 2, t], a[s + 3, t]
-            p0, p1, p2, p3 = prev[s], prev[s + 1], prev[s + 2], prev[s + 3]
+def _block_product(x, a, out):
+    """out[t, i] = sum_s a[s, t] x[s, i] for a block of rows i: (states in, rows) to (states
+    out, rows), both state counts multiples of ``BLOCK_TILE``. A 4 x 4 tile of ``a`` sits in
+    registers while the innermost, vectorised loop runs over the rows: each x row loaded serves
+    four outputs, each output row is loaded and stored once per four inputs. Every entry is
+    summed over s in increasing order whatever its row's place in the block, so the results do
+    not depend on the batch."""
+    k_in, r = x.shape
+    for t in range(0, a.shape[1], 4):
+        o0, o1, o2, o3 = out[t], out[t + 1], out[t + 2], out[t + 3]
+        o0[:] = 0.0
+        o1[:] = 0.0
+        o2[:] = 0.0
+        o3[:] = 0.0
+        for s in range(0, k_in, 4):
+            x0, x1, x2, x3 = x[s], x[s + 1], x[s + 2], x[s + 3]
+            a00, a01, a02, a03 = a[s, t], a[s, t + 1], a[s, t + 2], a[s, t + 3]
+            a10, a11, a12, a13 = a[s + 1, t], a[s + 1, t + 1], a[s + 1, t + 2], a[s + 1, t + 3]
+            a20, a21, a22, a23 = a[s + 2, t], a[s + 2, t + 1], a[s + 2, t + 2], a[s + 2, t + 3]
+            a30, a31, a32, a33 = a[s + 3, t], a[s + 3, t + 1], a[s + 3, t + 2], a[s + 3, t + 3]
             for i in range(r):
-                c[i] = c[i] + (a0 * p0[i] + a1 * p1[i] + (a2 * p2[i] + a3 * p3[i]))
-            s += 4
-        while s < k:
-            a0, p0 = a[s, t], prev[s]
-            for i in range(r):
-                c[i] = c[i] + a0 * p0[i]
-            s += 1
+                v0, v1, v2, v3 = x0[i], x1[i], x2[i], x3[i]
+                o0[i] = o0[i] + a00 * v0 + a10 * v1 + a20 * v2 + a30 * v3
+                o1[i] = o1[i] + a01 * v0 + a11 * v1 + a21 * v2 + a31 * v3
+                o2[i] = o2[i] + a02 * v0 + a12 * v1 + a22 * v2 + a32 * v3
+                o3[i] = o3[i] + a03 * v0 + a13 * v1 + a23 * v2 + a33 * v3
+
+
+@numba.njit(cache=True)
+def _block_emit(cur, e_rows, toks, vocab):
+    """cur[s, i] *= e_rows[toks[i], s], the emission of row i's token, row by row over the
+    revealed rows (a masked row's factor is 1): cheaper than a gather over every entry."""
+    k, r = cur.shape
+    for i in range(r):
+        tok = toks[i]
+        if tok < vocab:
+            e = e_rows[tok]
+            for s in range(k):
+                cur[s, i] *= e[s]
+
+
+@numba.njit(cache=True)
+def _block_sums(cur, sums):
+    """sums[i] = sum_s cur[s, i]."""
+    k, r = cur.shape
+    sums[:] = 0.0
+    for s in range(k):
+        c = cur[s]
+        for i in range(r):
+            sums[i] += c[i]
+
+
+@numba.njit(cache=True)
+def _block_invert(inv, low_bits):
+    """The row sums ``inv`` to 1/sum (0 for a row of zeros); a positive sum below ``TINY`` (1 /
+    sum would lose digits or overflow) marks its row for the log-space redo."""
+    for i in range(inv.shape[0]):
+        if inv[i] >= TINY:
+            inv[i] = 1.0 / inv[i]
+        else:
+            if inv[i] > 0.0:
+                low_bits[i] = 0
+            inv[i] = 0.0
 
 
 @numba.njit(cache=True)
 def _block_scale(cur, bits, inv, low_bits):
-    """Rescale every row (column) of a states x rows block to sum 1; ``inv`` gets 1/sum (0 for
-    a row of zeros) and ``low_bits`` the running smallest positive entry as int64 bits:
+    """cur[s, i] *= inv[i], and ``low_bits`` the running smallest positive entry as int64 bits:
     non-negative floats order like their bit patterns, so the minimum is an integer reduction
     that vectorises, an exact zero mapped above every positive number."""
     k, r = cur.shape
-    inv[:] = 0.0
-    for s in range(k):
-        c = cur[s]
-        for i in range(r):
-            inv[i] += c[i]
-    for i in range(r):
-        if inv[i] >= TINY:
-            inv[i] = 1.0 / inv[i]
-        else:
-            if inv[i] > 0.0:  # 1 / sum would lose digits or overflow: redo the row in log space
-                low_bits[i] = 0
-            inv[i] = 0.0
     for s in range(k):
         c = cur[s]
         b = bits[s]
@@ -933,39 +972,113 @@ def _block_scale(cur, bits, inv, low_bits):
             low_bits[i] = min(low_bits[i], b[i] if b[i] != 0 else _MAX_BITS)
 
 
+@numba.njit(cache=True)
+def _block_backward_scale(beta, bits, inv, low_bits, alpha, gamma, nxt):
+    """Rescale ``beta`` by ``inv`` as ``_block_scale`` does, and in the same pass gamma = alpha
+    * beta (the unnormalised state posterior) and a copy of beta into ``nxt`` (the message the
+    next backward product reads once ``_block_emit`` has multiplied in the emission)."""
+    k, r = beta.shape
+    for s in range(k):
+        c = beta[s]
+        b = bits[s]
+        g = gamma[s]
+        al = alpha[s]
+        n = nxt[s]
+        for i in range(r):
+            v = c[i] * inv[i]
+            c[i] = v
+            g[i] = al[i] * v
+            n[i] = v
+        for i in range(r):
+            low_bits[i] = min(low_bits[i], b[i] if b[i] != 0 else _MAX_BITS)
+
+
+@numba.njit(cache=True)
+def _block_tokens(x, b0, r, j0, vocab, out):
+    """out[q, i] = the token of row b0 + i at position j0 + q, ``vocab`` for MASK and for the
+    padding rows i >= r."""
+    span = min(out.shape[0], x.shape[1] - j0)
+    for i in range(out.shape[1]):
+        for q in range(span):
+            t = x[b0 + i, j0 + q] if i < r else -1
+            out[q, i] = t if t >= 0 else vocab
+
+
+@numba.njit(cache=True)
+def _block_marginals(mv, tile, b0, r, j0, vocab, marg, low_bits):
+    """Token marginals of rows b0 + i at positions j0 + q from mv[q, v, i] (the state
+    posteriors times the emission), one-hot where revealed (``tile`` as ``_block_tokens``
+    fills it), ``BLOCK_TOKEN_TILE`` consecutive positions of a row written together. A masked
+    entry whose total is 0 (underflow) marks its row for the log-space redo."""
+    span = min(mv.shape[0], marg.shape[1] - j0)
+    for i in range(r):
+        for q in range(span):
+            j = j0 + q
+            tok = tile[q, i]
+            if tok < vocab:
+                for v in range(vocab):
+                    marg[b0 + i, j, v] = 0.0
+                marg[b0 + i, j, tok] = 1.0
+                continue
+            m = mv[q]
+            total = 0.0
+            for v in range(vocab):
+                total += m[v, i]
+            if not total > 0.0:
+                low_bits[i] = 0
+                continue
+            scale = 1.0 / total
+            for v in range(vocab):
+                marg[b0 + i, j, v] = m[v, i] * scale
+
+
 @numba.njit(parallel=True, cache=True)
 def _blocked_kernel(x, init, emit_ext_t, dense, dense_t, emission, rows, chunks,
                     with_marginals):
     """Scaled forward-backward of a dense chain, ``rows`` rows per block held as a states x
-    rows table: per position and direction one (K x K) @ (K x rows) product (``_block_step``)
-    and a rescaling pass; ``emit_ext_t``: (K, V + 1) emission with a column of ones for MASK.
-    The log-evidence keeps a running product of the scale factors and takes its log only below
-    1e-150 (factors are >= ``TINY`` unless the row is redone). ``chunks`` threads each take
-    every ``chunks``-th block; padding rows past the batch (token index V: MASK) are dropped.
+    rows table: per position and direction one (K x K) @ (K x rows) product
+    (``_block_product``) and rescaling passes; ``emit_ext_t``: (K, V + 1) emission with a
+    column of ones for MASK (``_block_emit`` skips masked rows). The log-evidence keeps a
+    running product of the scale factors and takes its log only below 1e-150 (factors are
+    >= ``TINY`` unless the row is redone). ``chunks`` threads each take every ``chunks``-th
+    block; padding rows past the batch (token index V: MASK) and padding states
+    (``BLOCK_TILE``) are dropped.
     Returns (marginals (batch, length or 0, V), log-evidence, smallest positive entries)."""
     batch, length = x.shape
     k = init.shape[0]
     vocab = emission.shape[1]
-    marg = np.zeros((batch, length if with_marginals else 0, vocab))
+    kp = -(-k // BLOCK_TILE) * BLOCK_TILE
+    vp = -(-vocab // BLOCK_TILE) * BLOCK_TILE
+    marg = np.empty((batch, length if with_marginals else 0, vocab))
     log_z = np.empty(batch)
     lows = np.empty(batch)
     blocks = (batch + rows - 1) // rows
     one_bits = np.ones(1).view(np.int64)[0]
     for c in numba.prange(chunks):
-        # Thread-local copies of the shared tables: a view of a shared array touches its
-        # reference count, an atomic that the threads would fight over at every position.
-        a, a_t, e_t, em = dense.copy(), dense_t.copy(), emit_ext_t.copy(), emission.copy()
-        alpha = np.empty((length if with_marginals else 2, k, rows))
+        # Thread-local, zero-padded copies of the shared tables: a view of a shared array
+        # touches its reference count, an atomic the threads would fight over at every position.
+        a = np.zeros((kp, kp))
+        a[:k, :k] = dense
+        a_t = np.zeros((kp, kp))
+        a_t[:k, :k] = dense_t
+        e_rows = np.zeros((vocab + 1, kp))
+        e_rows[:, :k] = emit_ext_t.T
+        em = np.zeros((kp, vp))
+        em[:k, :vocab] = emission
+        start = np.zeros(kp)
+        start[:k] = init
+        alpha = np.empty((length if with_marginals else 2, kp, rows))
         alpha_bits = alpha.view(np.int64)
-        beta = np.empty((k, rows))
+        beta = np.empty((kp, rows))
         beta_bits = beta.view(np.int64)
-        tmp = np.empty((k, rows))
-        mv = np.empty((vocab, rows))
+        nxt = np.empty((kp, rows))
+        gamma = np.empty((kp, rows))
+        mv = np.empty((BLOCK_TOKEN_TILE, vp, rows))
         inv = np.empty(rows)
         prod = np.empty(rows)
         lz = np.empty(rows)
         low_bits = np.empty(rows, dtype=np.int64)
-        toks = np.empty(rows, dtype=np.int64)
+        tile = np.empty((BLOCK_TOKEN_TILE, rows), dtype=np.int64)
         for blk in range(c, blocks, chunks):
             b0 = blk * rows
             r = min(rows, batch - b0)
@@ -975,19 +1088,17 @@ def _blocked_kernel(x, init, emit_ext_t, dense, dense_t, emission, rows, chunks,
             for j in range(length):
                 jj = j if with_marginals else j % 2
                 cur = alpha[jj]
-                for i in range(rows):
-                    t = x[b0 + i, j] if i < r else -1
-                    toks[i] = t if t >= 0 else vocab
+                if j % BLOCK_TOKEN_TILE == 0:
+                    _block_tokens(x, b0, r, j, vocab, tile)
+                toks = tile[j % BLOCK_TOKEN_TILE]
                 if j == 0:
-                    for s in range(k):
-                        cur[s, :] = init[s]
+                    for s in range(kp):
+                        cur[s, :] = start[s]
                 else:
-                    _block_step(alpha[jj - 1 if with_marginals else 1 - jj], a, cur)
-                for s in range(k):
-                    e = e_t[s]
-                    row = cur[s]
-                    for i in range(rows):
-                        row[i] *= e[toks[i]]
+                    _block_product(alpha[jj - 1 if with_marginals else 1 - jj], a, cur)
+                _block_emit(cur, e_rows, toks, vocab)
+                _block_sums(cur, inv)
+                _block_invert(inv, low_bits)
                 _block_scale(cur, alpha_bits[jj], inv, low_bits)
                 for i in range(rows):
                     p = prod[i] / inv[i] if inv[i] > 0.0 else 0.0
@@ -999,45 +1110,23 @@ def _blocked_kernel(x, init, emit_ext_t, dense, dense_t, emission, rows, chunks,
                 log_z[b0 + i] = lz[i] + np.log(prod[i])
             if with_marginals:
                 beta[:, :] = 1.0
+                inv[:] = 1.0
                 for j in range(length - 1, -1, -1):
                     if j < length - 1:
-                        for i in range(rows):
-                            t = x[b0 + i, j + 1] if i < r else -1
-                            toks[i] = t if t >= 0 else vocab
-                        for s in range(k):
-                            e = e_t[s]
-                            for i in range(rows):
-                                tmp[s, i] = beta[s, i] * e[toks[i]]
-                        _block_step(tmp, a_t, beta)
-                        _block_scale(beta, beta_bits, inv, low_bits)
+                        _block_product(nxt, a_t, beta)
+                        _block_sums(beta, inv)
+                        _block_invert(inv, low_bits)
                         for i in range(r):
                             if inv[i] == 0.0 and log_z[b0 + i] > -np.inf:
                                 low_bits[i] = 0  # underflow: the row is redone in log space
-                    gamma = alpha[j]
-                    mv[:, :] = 0.0
-                    for s in range(k):
-                        g = gamma[s]
-                        for i in range(rows):
-                            g[i] *= beta[s, i]
-                        for v in range(vocab):
-                            ev = em[s, v]
-                            m = mv[v]
-                            for i in range(rows):
-                                m[i] += ev * g[i]
-                    for i in range(r):
-                        tok = x[b0 + i, j]
-                        if tok >= 0:
-                            marg[b0 + i, j, tok] = 1.0
-                            continue
-                        total = 0.0
-                        for v in range(vocab):
-                            total += mv[v, i]
-                        if not total > 0.0:
-                            low_bits[i] = 0
-                            continue
-                        scale = 1.0 / total
-                        for v in range(vocab):
-                            marg[b0 + i, j, v] = mv[v, i] * scale
+                    if j == length - 1 or j % BLOCK_TOKEN_TILE == BLOCK_TOKEN_TILE - 1:
+                        _block_tokens(x, b0, r, j - j % BLOCK_TOKEN_TILE, vocab, tile)
+                    toks = tile[j % BLOCK_TOKEN_TILE]
+                    _block_backward_scale(beta, beta_bits, inv, low_bits, alpha[j], gamma, nxt)
+                    _block_emit(nxt, e_rows, toks, vocab)
+                    _block_product(gamma, em, mv[j % BLOCK_TOKEN_TILE])
+                    if j % BLOCK_TOKEN_TILE == 0:
+                        _block_marginals(mv, tile, b0, r, j, vocab, marg, low_bits)
                 for i in range(r):
                     if log_z[b0 + i] == -np.inf:
                         marg[b0 + i, :, :] = np.nan
@@ -1124,11 +1213,18 @@ def _first_order_sizes(x):
     return n_prior, n_powers
 
 
+def _trusted_prefix(ok: np.ndarray) -> np.ndarray:
+    """(n, V) flags -> (V,) the first k with ok[k, v] False, else n."""
+    return np.where(ok.all(axis=0), ok.shape[0], np.argmin(ok, axis=0)).astype(np.int64)
+
+
 @dataclass(eq=False)
 class _Powers:
     """Cached tables of a token chain (initial pi, transition P), grown on demand: prior[t] =
     pi P^t, powers[k] = P^k (and transposed), and where each is trustworthy (``_trust``); the
-    last Boolean powers (0/1 floats) continue the tables."""
+    last Boolean powers (0/1 floats) continue the tables. Trusted prefixes: prior[t] is
+    trusted for all t < ``prior_run``, row v of P^k for all k < ``row_run[v]``, column v for
+    all k < ``col_run[v]``."""
 
     transition: np.ndarray
     reach1: np.ndarray
@@ -1140,6 +1236,17 @@ class _Powers:
     row_ok: np.ndarray
     col_ok: np.ndarray
     reach: np.ndarray
+    prior_run: int = field(init=False)
+    row_run: np.ndarray = field(init=False)
+    col_run: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._find_runs()
+
+    def _find_runs(self) -> None:
+        self.prior_run = int(_trusted_prefix(self.prior_ok[:, None])[0])
+        self.row_run = _trusted_prefix(self.row_ok)
+        self.col_run = _trusted_prefix(self.col_ok)
 
     @classmethod
     def of(cls, initial: np.ndarray, transition: np.ndarray) -> _Powers:
@@ -1173,6 +1280,7 @@ class _Powers:
             _fill_powers(self.transition, self.reach1, self.powers, self.reach, self.row_ok,
                          self.col_ok, have)
             self.powers_t = np.ascontiguousarray(self.powers.transpose(0, 2, 1))
+        self._find_runs()
 
 
 def _powers(arrays: HMMArrays | NGramArrays) -> _Powers:
@@ -1182,28 +1290,95 @@ def _powers(arrays: HMMArrays | NGramArrays) -> _Powers:
     return per_arrays["powers"]
 
 
+def _first_order(arrays: HMMArrays | NGramArrays, x: np.ndarray, with_marginals: bool,
+                 req_ptr: np.ndarray, req_pos: np.ndarray, max_bytes: float | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``_first_order_kernel`` on the rows of ``x`` with the cached tables of ``arrays``
+    (``_powers``); where a row reads past them, they grow to what the rows that do read
+    (``_first_order_sizes``) and the kernel runs again."""
+    tables = _powers(arrays)
+    vocab = arrays.vocab_size
+    while True:
+        with _threads_for(x.size * vocab):
+            marg, log_z, trouble, short = _first_order_kernel(
+                x, tables.prior, tables.prior_ok, tables.powers, tables.powers_t, tables.row_ok,
+                tables.prior_run, tables.row_run, tables.col_run, with_marginals, req_ptr,
+                req_pos)
+        if not short.any():
+            return marg, log_z, trouble
+        n_prior, n_powers = _first_order_sizes(x[short])
+        check_memory(f"first-order powers P^k for k < {n_powers} with V={vocab}",
+                     _first_order_bytes(vocab, n_powers), max_bytes,
+                     argument="the gaps between revealed tokens")
+        tables.grow(n_prior, n_powers)
+
+
+@numba.njit(cache=True, inline="always")
+def _first_order_marginal(marg, i, u, left, xl, t, xr, length, prior, powers, powers_t) -> bool:
+    """marg[i] = q(x_u | x_left, x_t) of ``_first_order_kernel``; False where it sums to 0."""
+    # Scalar indexing only: a view of a shared table (prior[u]) would touch its reference count,
+    # an atomic that the threads would fight over.
+    total = 0.0
+    for v in range(marg.shape[1]):
+        q = prior[u, v] if left < 0 else powers[u - left, xl, v]
+        if t < length:
+            q *= powers_t[t - u, xr, v]
+        marg[i, v] = q
+        total += q
+    if not total > 0.0:
+        return False
+    inv = 1.0 / total
+    for v in range(marg.shape[1]):
+        marg[i, v] *= inv
+    return True
+
+
 @numba.njit(parallel=True, cache=True)
-def _first_order_kernel(x, prior, prior_ok, powers, powers_t, row_ok, col_ok, with_marginals):
+def _first_order_kernel(x, prior, prior_ok, powers, powers_t, row_ok, prior_run, row_run,
+                        col_run, with_marginals, req_ptr, req_pos):
     """Marginals and log-evidence of a token chain from its nearest revealed neighbours:
     q(x_t = v | x_l, x_r) proportional to P^(t-l)[x_l, v] P^(r-t)[v, x_r] (pi P^t without a
     left neighbour, 1 without a right one) and log q(revealed) = log (pi P^(r_1))[x_(r_1)] +
     sum log P^(r_(i+1) - r_i)[x_(r_i), x_(r_(i+1))] (``powers_t``: the transposed powers, so
-    that a column is contiguous). Returns (marginals, log-evidence, rows that
-    read an untrusted table entry and must be recomputed)."""
+    that a column is contiguous; ``*_run``: the trusted prefixes of ``_Powers``).
+
+    Marginals (``with_marginals``) at every position when ``req_ptr`` is empty (out:
+    (batch * length, V), revealed positions one-hot, NaN on impossible and recomputed rows),
+    else only at the masked positions req_pos[req_ptr[b]:req_ptr[b + 1]] (ascending) of each
+    row b (out: (n, V), uniform on impossible and recomputed rows). Returns (marginals,
+    log-evidence, rows that read an untrusted table entry and must be recomputed); a row's trust
+    does not depend on which positions are requested: a gap between revealed tokens is trusted
+    as a whole. A row that would read past the tables (``_first_order_sizes``) stops and is
+    flagged in a fourth output, ``short``."""
     batch, length = x.shape
     vocab = prior.shape[1]
-    marg = np.zeros((batch, length if with_marginals else 0, vocab))
+    n_prior, n_powers = prior.shape[0], powers.shape[0]
+    every = req_ptr.shape[0] == 0
+    n_out = (batch * length if every else req_pos.shape[0]) if with_marginals else 0
+    marg = np.zeros((n_out, vocab))
     log_z = np.empty(batch)
     trouble = np.zeros(batch, dtype=np.bool_)
+    short = np.zeros(batch, dtype=np.bool_)
     for b in numba.prange(batch):
         left, xl = -1, 0
         lz = 0.0
         prod = 1.0  # a running product of evidence factors: one log per ~1e150, not per factor
         bad = False
+        k = 0 if every else req_ptr[b]  # the next requested position
         for t in range(length + 1):
             xr = x[b, t] if t < length else -1
             if t < length and xr < 0:
                 continue
+            # The sizes _first_order_sizes asks for this step (pi P^t and P^(t - left), or the
+            # masked tail), so that no read below leaves the tables.
+            if t < length:
+                bad = (t >= n_prior or t >= n_powers) if left < 0 else t - left >= n_powers
+            else:
+                bad = length > n_prior if left < 0 else length - left > n_powers
+            if bad:
+                short[b] = True
+                prod = 0.0
+                break
             if t < length:
                 if left < 0:
                     bad = not prior_ok[t]
@@ -1219,41 +1394,41 @@ def _first_order_kernel(x, prior, prior_ok, powers, powers_t, row_ok, col_ok, wi
                     lz += np.log(prod)
                     prod = 1.0
             if with_marginals:
-                # Scalar indexing only: a view of a shared table (prior[u]) would touch its
-                # reference count, an atomic that the threads would fight over.
-                for u in range(left + 1, t):
-                    if left < 0:
-                        bad = not prior_ok[u]
-                    else:
-                        bad = not row_ok[u - left, xl]
-                    if t < length:
-                        bad = bad or not col_ok[t - u, xr]
-                    if bad:
-                        break
-                    total = 0.0
-                    for v in range(vocab):
-                        q = prior[u, v] if left < 0 else powers[u - left, xl, v]
-                        if t < length:
-                            q *= powers_t[t - u, xr, v]
-                        marg[b, u, v] = q
-                        total += q
-                    if not total > 0.0:
-                        bad = True
-                        break
-                    inv = 1.0 / total
-                    for v in range(vocab):
-                        marg[b, u, v] *= inv
+                # The gap reads pi P^u (u < t) or rows x_l of P^d (d < t - l), and columns x_r
+                # of P^d (d <= t - l - 1, or d <= t without a left neighbour).
+                if left < 0:
+                    bad = prior_run < t or (t < length and col_run[xr] <= t)
+                else:
+                    bad = row_run[xl] < t - left or (t < length and col_run[xr] < t - left)
                 if bad:
                     break
-                if t < length:
-                    marg[b, t, xr] = 1.0
+                if every:
+                    for u in range(left + 1, t):
+                        if not _first_order_marginal(marg, b * length + u, u, left, xl, t, xr,
+                                                     length, prior, powers, powers_t):
+                            bad = True
+                            break
+                    if t < length:
+                        marg[b * length + t, xr] = 1.0
+                else:
+                    while k < req_ptr[b + 1] and req_pos[k] < t:
+                        if not _first_order_marginal(marg, k, req_pos[k], left, xl, t, xr,
+                                                     length, prior, powers, powers_t):
+                            bad = True
+                            break
+                        k += 1
+                if bad:
+                    break
             left, xl = t, xr
-        trouble[b] = bad
+        trouble[b] = bad and not short[b]
         lz = lz + np.log(prod) if prod > 0.0 else -np.inf
         log_z[b] = lz
-        if lz == -np.inf and with_marginals:
-            marg[b, :, :] = np.nan
-    return marg, log_z, trouble
+        if with_marginals and (bad or lz == -np.inf):
+            if every:
+                marg[b * length:(b + 1) * length, :] = np.nan
+            else:
+                marg[req_ptr[b]:req_ptr[b + 1], :] = 1.0 / vocab
+    return marg, log_z, trouble, short
 
 
 def _thread_cap(threads: int) -> int:
@@ -1304,17 +1479,10 @@ def _run_chain(arrays: HMMArrays | NGramArrays, x: np.ndarray, implementation: s
             check_memory(f"posterior(batch={batch}, length={length}) with V={vocab}",
                          8.0 * batch * length * vocab, max_bytes,
                          argument="the batch or length of x")
-        tables = _powers(arrays)
-        if min(tables.prior.shape[0], tables.powers.shape[0]) < length:
-            n_prior, n_powers = _first_order_sizes(x)
-            check_memory(f"first-order powers P^k for k < {n_powers} with V={vocab}",
-                         _first_order_bytes(vocab, n_powers), max_bytes,
-                         argument="the gaps between revealed tokens")
-            tables.grow(n_prior, n_powers)
-        with _threads_for(x.size * vocab):
-            marg, log_z, trouble = _first_order_kernel(
-                x, tables.prior, tables.prior_ok, tables.powers, tables.powers_t, tables.row_ok,
-                tables.col_ok, with_marginals)
+        no_requests = np.zeros(0, dtype=np.int64)
+        marg, log_z, trouble = _first_order(arrays, x, with_marginals, no_requests, no_requests,
+                                            max_bytes)
+        marg = marg.reshape(batch, length if with_marginals else 0, vocab)
         rows = np.flatnonzero(trouble)
         if rows.size:
             generic = _resolve(arrays, "auto", x[rows], numba.get_num_threads(), False,
@@ -1330,7 +1498,8 @@ def _run_chain(arrays: HMMArrays | NGramArrays, x: np.ndarray, implementation: s
             if with_marginals:
                 check_memory(
                     f"posterior(batch={batch}, length={length}) with {chain.num_states} states",
-                    8.0 * (batch * length * vocab + threads * length * rows * chain.num_states),
+                    8.0 * (batch * length * vocab + threads * length * rows
+                           * (-(-chain.num_states // BLOCK_TILE) * BLOCK_TILE)),
                     max_bytes, argument="the batch or length of x")
             emit_ext_t = np.concatenate([chain.emission_t, np.ones((1, chain.num_states))]).T
             marg, log_z, lows = _blocked_kernel(

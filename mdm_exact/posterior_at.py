@@ -1,4 +1,5 @@
-"""n-gram token marginals at requested positions only, by jumps between revealed tokens.
+"""Token marginals of n-grams and first-order chains at requested positions only, by jumps
+between revealed tokens.
 
 The sampler of eq. 3 needs, at each step, q(x_t | revealed tokens) only at the positions it
 reveals at that step (docs/concepts.md). For an n-gram, run over its state chain
@@ -9,16 +10,21 @@ restricted to the V^(n-2) states whose first digit is the revealed token:
     alpha_{r'}(s') = sum_s alpha_r(s) P^(r'-r)[s, s'],   q(x_t = v | ...) prop. to
     sum_{s: s_0 = v} (alpha_l P^(t-l))(s) (P^(r-t) beta_r)(s)
 
-with l, r the revealed tokens next to t (the initial law pi P^t, or ones, at the ends). For a
-2-gram this is q(x_t | x_l, x_r) prop. to P^(t-l)[x_l, x_t] P^(r-t)[x_t, x_r]. A row costs
-O(m V^(2n-4)) for m revealed tokens plus O(V^(2n-3)) per requested position, against the
+with l, r the revealed tokens next to t (the initial law pi P^t, or ones, at the ends). A row
+costs O(m V^(2n-4)) for m revealed tokens plus O(V^(2n-3)) per requested position, against the
 O(L V^n) of the full masked forward-backward of ``mdm_exact.posterior``.
 
-Exactness: the table of powers P^g (g < L) and pi P^j is built once per language and length and
-is used only when its zero pattern equals the Boolean-semiring powers (so zeros are exact) and
-its smallest positive entry is at least ``POWER_FLOOR``; messages are rescaled to sum 1, and a
-row whose smallest possible product could fall below ``mdm_exact.posterior.TINY`` is reported
-(``lows``) for the caller to redo with ``posterior``, as that engine does for its own rows.
+First-order chains (2-grams, HMMs whose emission is a permutation), where
+q(x_t | x_l, x_r) is proportional to P^(t-l)[x_l, x_t] P^(r-t)[x_t, x_r], run the first-order
+engine of ``mdm_exact.posterior`` on the requested positions only: its cached powers, its trust
+flags and its arithmetic, so every marginal is bit for bit the one ``posterior`` returns.
+
+Exactness (order >= 3): the table of powers P^g (g < L) and pi P^j is built once per language
+and length and is used only when its zero pattern equals the Boolean-semiring powers (so zeros
+are exact) and its smallest positive entry is at least ``POWER_FLOOR``; messages are rescaled to
+sum 1, and a row whose smallest possible product could fall below ``mdm_exact.posterior.TINY``
+is reported (``trouble``) for the caller to redo with ``posterior``, as that engine does for its
+own rows (the first-order engine reports a row that reads an untrusted power the same way).
 """
 
 from __future__ import annotations
@@ -29,11 +35,11 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from .posterior import TINY, NGramArrays
+from .posterior import TINY, ChainArrays, HMMArrays, NGramArrays, _first_order, _resolve
 
 TABLE_BYTES = 64 * 2**20
-"""Largest table of powers (L x S x S float64, S = V^(n-1) states) built for the jump kernel;
-bigger languages or lengths run the full forward-backward instead."""
+"""Largest table of powers (L x S x S float64, S = V^(n-1) states, n >= 3) built for the jump
+kernel; bigger languages or lengths run the full forward-backward instead."""
 
 POWER_FLOOR = 1e-100
 """Smallest positive entry a table of powers may have (else it is not used)."""
@@ -61,10 +67,10 @@ _TABLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def power_table(arrays: NGramArrays, length: int) -> PowerTable | None:
-    """The table for sequences of up to ``length`` tokens, cached per arrays object; ``None``
-    when it would exceed ``TABLE_BYTES`` or cannot represent its zeros exactly (an underflowed
-    entry, or one below ``POWER_FLOOR``)."""
-    if not isinstance(arrays, NGramArrays):
+    """The table of an n-gram of order >= 3 for sequences of up to ``length`` tokens, cached per
+    arrays object; ``None`` for other arrays, when it would exceed ``TABLE_BYTES`` or when it
+    cannot represent its zeros exactly (an underflowed entry, or one below ``POWER_FLOOR``)."""
+    if not isinstance(arrays, NGramArrays) or arrays.order < 3:
         return None
     built = _TABLES.setdefault(arrays, {})
     for size, known in built.items():
@@ -259,76 +265,27 @@ def _jump_kernel(x, req_ptr, req_pos, powers, initial, vocab, digits):
     return marg, valid, lows
 
 
-@numba.njit(parallel=True, cache=True)
-def _bigram_kernel(x, req_ptr, req_pos, powers, initial, vocab):
-    """``_jump_kernel`` for a 2-gram, where every revealed token is a state: a row is possible
-    iff pi P^r[x_r] > 0 at its first revealed token r and P^(r'-r)[x_r, x_r'] > 0 between
-    neighbours, and q(x_t | ..) is P^(t-l)[x_l, x_t] P^(r-t)[x_t, x_r] normalised (pi P^t at the
-    left end, ones at the right). Every product is at least floor^2 > TINY: no trouble rows."""
-    batch, length = x.shape
-    marg = np.empty((req_pos.shape[0], vocab))
-    valid = np.ones(batch, dtype=np.bool_)
-    lows = np.ones(batch)
-    for b in numba.prange(batch):
-        row = x[b]
-        prev = -1
-        ok = True
-        for j in range(length):
-            tok = row[j]
-            if tok < 0:
-                continue
-            if prev < 0:
-                ok = initial[j, tok] > 0.0
-            else:
-                ok = powers[j - prev, row[prev], tok] > 0.0
-            if not ok:
-                break
-            prev = j
-        if not ok:
-            valid[b] = False
-            for k in range(req_ptr[b], req_ptr[b + 1]):
-                marg[k, :] = 1.0 / vocab
-            continue
-        left = -1  # the last revealed position before t
-        scan = 0
-        right = 0  # the first revealed position after t (length if none)
-        for k in range(req_ptr[b], req_ptr[b + 1]):
-            t = req_pos[k]
-            while scan < t:
-                if row[scan] >= 0:
-                    left = scan
-                scan += 1
-            if right <= t:
-                right = t + 1
-                while right < length and row[right] < 0:
-                    right += 1
-            total = 0.0
-            for v in range(vocab):
-                val = initial[t, v] if left < 0 else powers[t - left, row[left], v]
-                if right < length:
-                    val *= powers[right - t, v, row[right]]
-                marg[k, v] = val
-                total += val
-            inv = 1.0 / total
-            for v in range(vocab):
-                marg[k, v] *= inv
-    return marg, valid, lows
+def marginals_at(arrays: ChainArrays, x: np.ndarray, req_ptr: np.ndarray, req_pos: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """q(x_t | revealed tokens of row b) at the requested masked positions, or ``None`` where
+    neither jump engine applies (no first-order engine under ``posterior``'s ``auto`` rule and
+    no ``power_table``): the caller then runs ``mdm_exact.posterior.posterior`` on whole rows.
 
-
-def marginals_at(table: PowerTable, x: np.ndarray, req_ptr: np.ndarray, req_pos: np.ndarray
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """q(x_t | revealed tokens of row b) at the requested masked positions.
-
-    x: (B, L) int64 with ``MASK = -1``, L <= ``table.length``, tokens valid for the language;
+    x: (B, L) int64 with ``MASK = -1``, tokens valid for the language;
     req_ptr: (B+1,) offsets into req_pos: (n,) ascending masked positions of each row.
     Returns ``(marginals (n, V), valid (B,), trouble (B,))``: rows off the support of q get
     uniform marginals and ``valid`` False; ``trouble`` rows (whatever ``valid`` says) may have
-    lost digits below ``TINY`` and must be recomputed by ``mdm_exact.posterior.posterior``.
+    lost digits below ``TINY`` (or read an untrusted first-order power) and must be recomputed
+    by ``mdm_exact.posterior.posterior``.
     """
-    kernel_args = (x, req_ptr, req_pos, table.powers, table.initial, table.vocab_size)
-    if table.digits.shape[1] == 0:
-        marg, valid, lows = _bigram_kernel(*kernel_args)
-    else:
-        marg, valid, lows = _jump_kernel(*kernel_args, table.digits)
+    chain = isinstance(arrays, HMMArrays | NGramArrays)
+    if chain and _resolve(arrays, "auto", x, 1) == "first-order":
+        marg, log_z, trouble = _first_order(arrays, x, True, req_ptr, req_pos)
+        return marg, (log_z > -np.inf) & ~trouble, trouble
+    table = power_table(arrays, x.shape[1])
+    if table is None:
+        return None
+    marg, valid, lows = _jump_kernel(x, req_ptr, req_pos, table.powers, table.initial,
+                                     table.vocab_size, table.digits)
     trouble = lows * lows * table.floor * table.floor < TINY
     return marg, valid, trouble

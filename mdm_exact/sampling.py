@@ -36,7 +36,7 @@ from .errors import ArgumentError, ArgumentTypeError
 from .languages import Language, check_language
 from .policies import Policy, is_policy
 from .posterior import posterior
-from .posterior_at import marginals_at, power_table
+from .posterior_at import marginals_at
 from .schedules import Plan, check_plan
 
 Denoiser = Callable[[np.ndarray], np.ndarray]
@@ -70,16 +70,17 @@ class Oracle:
         (batch, L), equal to ``self(x)[rows, cols]``; ``rows`` non-decreasing and ``cols``
         ascending within a row.
 
-        For an n-gram whose table of powers fits (``mdm_exact.posterior_at``) only those
-        positions are computed, by jumps between revealed tokens; otherwise, and for rows that
-        table cannot resolve to full precision, the full posterior of the rows concerned.
+        For an n-gram or a first-order chain whose table of powers fits
+        (``mdm_exact.posterior_at``) only those positions are computed, by jumps between
+        revealed tokens; otherwise, and for rows that table cannot resolve to full precision,
+        the full posterior of the rows concerned.
         """
         used, start = np.unique(rows, return_index=True)
         ptr = np.append(start, rows.size)  # the requests of row used[b]: ptr[b]:ptr[b + 1]
-        table = power_table(self.language.chain_arrays, x.shape[1])
-        if table is None:
+        got = marginals_at(self.language.chain_arrays, x[used], ptr, np.ascontiguousarray(cols))
+        if got is None:
             return self(x[used])[np.repeat(np.arange(used.size), np.diff(ptr)), cols]
-        marg, _, trouble = marginals_at(table, x[used], ptr, np.ascontiguousarray(cols))
+        marg, _, trouble = got
         redo = np.flatnonzero(trouble)
         if redo.size:
             full = self(x[used[redo]])

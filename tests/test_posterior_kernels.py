@@ -22,7 +22,9 @@ from mdm_exact.posterior import (
     IMPLEMENTATIONS,
     SERIAL_WORK,
     THREADS_ENV,
+    _first_order_kernel,
     _first_order_sizes,
+    _Powers,
     _resolve,
     _threads_for,
 )
@@ -99,6 +101,28 @@ def test_blocked_rows_of_several_blocks_and_threads(zero_hmm):
     assert not want.valid[[4, 20]].any() and want.valid.sum() >= 30
     with numba_threads(2):
         assert_same(posterior(zero_hmm, x, implementation="blocked"), want)
+
+
+@pytest.mark.parametrize(("states", "vocab", "batch", "length"), [(5, 3, 23, 40), (32, 8, 67, 512)])
+def test_blocked_rows_do_not_depend_on_their_block(states, vocab, batch, length):
+    """A row's result is bit for bit the same alone and at any place of a batch split into
+    blocks of any size, on one thread or two: state and vocabulary counts that are not a
+    multiple of the kernel's register tile, odd row counts, and a batch big enough for two
+    threads."""
+    rng = np.random.default_rng(states)
+    hmm = HMM(rng.dirichlet(np.ones(states)), rng.dirichlet(np.ones(states), size=states),
+              rng.dirichlet(np.ones(vocab), size=states))
+    x = hmm.sample(batch, length, rng)
+    x[rng.random(x.shape) < 0.5] = MASK
+    alone = [posterior(hmm, x[b:b + 1], implementation="blocked") for b in (0, batch - 1)]
+    for threads in (1, 2):
+        for order in (np.arange(batch), rng.permutation(batch)):
+            with numba_threads(threads):
+                post = posterior(hmm, x[order], implementation="blocked")
+            for b, want in zip((0, batch - 1), alone, strict=True):
+                place = int(np.flatnonzero(order == b)[0])
+                np.testing.assert_array_equal(post.marginals[place], want.marginals[0])
+                np.testing.assert_array_equal(post.log_evidence[place], want.log_evidence[0])
 
 
 # ------------------------------------------------------------------------------ brute force
@@ -265,6 +289,25 @@ def test_first_order_tables_cover_every_entry_the_kernel_reads(tokens):
     n_prior, n_powers = _first_order_sizes(x)
     prior, power = _tables_read(x[0])
     assert prior < n_prior and power < n_powers
+
+
+@given(st.lists(st.integers(-1, 2), min_size=1, max_size=40), st.integers(1, 40),
+       st.integers(1, 40), st.booleans())
+def test_first_order_kernel_stops_exactly_where_the_tables_end(tokens, n_prior, n_powers,
+                                                               with_marginals):
+    """The kernel flags a row ``short`` (and reads nothing past the tables) iff
+    ``_first_order_sizes`` asks for more than the tables hold."""
+    x = np.array([tokens], dtype=np.int64)
+    tables = _Powers.of(np.full(3, 1 / 3), np.full((3, 3), 1 / 3))
+    tables.grow(n_prior, n_powers)
+    no_requests = np.zeros(0, dtype=np.int64)
+    *_, short = _first_order_kernel(
+        x, tables.prior, tables.prior_ok, tables.powers, tables.powers_t, tables.row_ok,
+        tables.prior_run, tables.row_run, tables.col_run, with_marginals, no_requests,
+        no_requests)
+    need_prior, need_powers = _first_order_sizes(x)
+    assert short[0] == (need_prior > tables.prior.shape[0]
+                        or need_powers > tables.powers.shape[0])
 
 
 def test_first_order_masked_prefix_matches_the_sparse_kernel():
