@@ -280,8 +280,9 @@ def docs_section(report: dict) -> str:
   `{a['language']}` (V = 8) with `{a['schedule']}` and the exact `Oracle` denoiser
   ({a['denoiser_calls']} steps; mean ddpm_cache NFE {a['mean_nfe_cache']:.1f}; SER of the
   output {a['ser']['value']:.3f}). The sampler asks the Oracle only for the positions each step
-  reveals (`Oracle.marginals_at`: messages jump between revealed tokens with powers of the
-  n-gram's state chain, `mdm_exact.posterior_at`). Wall-clock time of the whole call after a
+  reveals (`Oracle.marginals_at`, `mdm_exact.posterior_at`: messages jump between revealed
+  tokens with powers of the n-gram's state chain; a 2-gram reads the first-order engine's
+  cached powers P^k). Wall-clock time of the whole call after a
   warm-up (best of {len(a['runs'])}); for context the same call through the whole-row path
   (the Oracle wrapped as an arbitrary denoiser: a full forward-backward per row and step),
   which draws the same tokens from the same seed (checked).

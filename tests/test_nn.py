@@ -48,7 +48,7 @@ pytestmark = [pytest.mark.torch, pytest.mark.usefixtures("one_torch_thread")]
 
 LENGTH = 16
 TINY = {"width": 64, "depth": 2, "heads": 4}
-MDM_TRAIN = {"steps": 300, "batch_size": 96, "lr": 3e-3}
+MDM_TRAIN = {"steps": 300, "batch_size": 96, "lr": 3e-3, "loss_weight": "elbo"}
 AR_TRAIN = {"steps": 200, "batch_size": 64, "lr": 6e-3}
 
 

@@ -234,6 +234,35 @@ def test_docs_generator_rewrites_only_the_marked_sections(run, results, tmp_path
     assert make.main([*argv, "--check"]) == 1
 
 
+def test_docs_generator_tabulates_the_recipe_search(results, tmp_path):
+    make = _load(ROOT / "docs" / "make_nn_results.py", "make_nn_results")
+    folder = tmp_path / "results"
+    (folder / "recipe").mkdir(parents=True)
+    machine = {"cpu_model": "Test CPU", "logical_cpus": 2, "torch": "t", "numpy": "n",
+               "platform": "p"}
+    common = {"format": make.RECIPE_FORMAT, "preset": "2-gram", "length": 64, "machine": machine,
+              "model": {"width": 64, "depth": 2}, "torch_threads": 1, "parameters": 101192,
+              "train": {"batch_size": 64, "lr": 0.001, "steps": 4, "loss_weight": "flat"}}
+    mdm = dict(common, name="m1", kind="mdm", note="why m1", curve=[
+        {"step": 2, "wall_seconds": 60.0, "le_mean": 0.25, "le_p95": 0.5},
+        {"step": 4, "wall_seconds": 150.0, "le_mean": 0.0123, "le_p95": 0.0456}])
+    ar = dict(common, name="a1", kind="ar", note="", curve=[
+        {"step": 4, "wall_seconds": 30.0, "ar_kl_per_token": 0.0078}])
+    for data in (mdm, ar):
+        (folder / "recipe" / f"{data['name']}.json").write_text(json.dumps(data))
+    page = tmp_path / "page.md"
+    page.write_text("<!-- BEGIN GENERATED recipe -->\n<!-- END GENERATED recipe -->\n")
+    assert make.main(["--page", str(page), "--results", str(folder)]) == 0
+    text = page.read_text()
+    assert "| `m1` | 2-gram, L = 64 | 101,192 | 64×2 | 64 | 0.001 | flat | 1 | 4 of 4 | 2.5 | " \
+           "0.0123 | 0.0456 | why m1 |" in text
+    assert "| `a1` |" in text and "| 0.0078 |" in text and "Test CPU" in text
+    assert "m1 (le_mean/le_p95): 2@1.0:0.2500/0.5000  4@2.5:0.0123/0.0456" in text
+    (folder / "recipe" / "bad.json").write_text(json.dumps(dict(mdm, format="other")))
+    with pytest.raises(SystemExit, match="format"):
+        make.main(["--page", str(page), "--results", str(folder)])
+
+
 def test_docs_page_is_in_sync_with_its_results():
     make = _load(ROOT / "docs" / "make_nn_results.py", "make_nn_results")
     assert make.main(["--check"]) == 0
