@@ -37,6 +37,9 @@ from typing import Protocol, TypeAlias
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic
 
 from ._utils import (
     MASK,
@@ -636,7 +639,7 @@ def _live_states(row, start, digits, vocab, out):
     return n
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, fastmath={"reassoc", "contract"})
 def _ngram_marginals_kernel(x, init, shift, vocab, order, with_marginals):
     """Forward-backward of an n-gram on its live states only.
 
@@ -646,6 +649,12 @@ def _ngram_marginals_kernel(x, init, shift, vocab, order, with_marginals):
     stored packed, one block per position in ascending state order (the output of step j is
     already U_j x Y_j in that order, so no index maps are needed). Without ``with_marginals``
     only the forward pass runs (log-evidence) and the marginals array has length 0.
+
+    Speed: the innermost loops index with uint64 offsets, which numba does not wrap around as
+    it does negative int64 ones, so LLVM vectorises them; sums may be reassociated (results
+    agree with a sequential sum to rounding); the smallest positive entry is an integer
+    minimum over the bit patterns (non-negative floats order like them), which vectorises
+    where a floating-point comparison would branch.
     """
     batch, length = x.shape
     v_count = vocab
@@ -654,12 +663,13 @@ def _ngram_marginals_kernel(x, init, shift, vocab, order, with_marginals):
     r_count = s_count // v_count
     marg = np.zeros((batch, length if with_marginals else 0, v_count))
     log_z = np.empty(batch)
-    lows = np.ones(batch)
+    low_bits = np.empty(batch, dtype=np.int64)
+    one_bits = np.ones(1).view(np.int64)[0]
     for b in numba.prange(batch):
         # A private copy of the row and scalar indexing of ``shift``: views of shared arrays
         # touch their reference counts, atomics that the threads would fight over.
         row = x[b].copy()
-        low = 1.0
+        low = one_bits
         live = np.empty(max(r_count, 1), dtype=np.int64)
         off = np.empty(length + 1, dtype=np.int64)
         off[0] = 0
@@ -672,6 +682,7 @@ def _ngram_marginals_kernel(x, init, shift, vocab, order, with_marginals):
                     nu *= v_count
             off[j + 1] = off[j] + nd * nu
         alpha = np.empty(off[length])
+        a_bits = alpha.view(np.int64)
         lz = 0.0
         ok = True
         first = np.empty(s_count, dtype=np.int64)
@@ -683,10 +694,9 @@ def _ngram_marginals_kernel(x, init, shift, vocab, order, with_marginals):
         if total > 0.0:
             inv = 1.0 / total
             for k in range(n0):
-                val = alpha[k] * inv
-                alpha[k] = val
-                if val > 0.0 and val < low:
-                    low = val
+                alpha[k] *= inv
+                bk = a_bits[k]
+                low = min(low, bk if bk > 0 else _MAX_BITS)
             lz += np.log(total)
         else:
             ok = False
@@ -701,40 +711,48 @@ def _ngram_marginals_kernel(x, init, shift, vocab, order, with_marginals):
             ytok = row[j + c] if j + c < length else -1
             total = 0.0
             if ytok >= 0:
-                for k in range(nu):
-                    acc = 0.0
-                    for di in range(nd):
-                        acc += alpha[p0 + di * nu + k] * shift[(dlo + di) * r_count + live[k], ytok]
-                    alpha[c0 + k] = acc
-                    total += acc
+                yt = np.uint64(ytok)
+                cu = np.uint64(c0)
+                pu = np.uint64(p0)
+                base = dlo * r_count
+                for k in range(np.uint64(nu)):
+                    alpha[cu + k] = alpha[pu + k] * shift[np.uint64(base + live[k]), yt]
+                for di in range(1, nd):
+                    base = (dlo + di) * r_count
+                    q = np.uint64(p0 + di * nu)
+                    for k in range(np.uint64(nu)):
+                        alpha[cu + k] += alpha[q + k] * shift[np.uint64(base + live[k]), yt]
                 n_out = nu
+                for i in range(cu, cu + np.uint64(n_out)):
+                    total += alpha[i]
             else:
                 # Push form: each live (d, u) adds its mass to the V successors (u, y).
+                vu = np.uint64(v_count)
                 for k in range(nu):
-                    o = c0 + k * v_count
+                    o = np.uint64(c0 + k * v_count)
                     w = alpha[p0 + k]
-                    st = dlo * r_count + live[k]
-                    for y in range(v_count):
+                    st = np.uint64(dlo * r_count + live[k])
+                    for y in range(vu):
                         alpha[o + y] = w * shift[st, y]
                     for di in range(1, nd):
                         w = alpha[p0 + di * nu + k]
-                        st = (dlo + di) * r_count + live[k]
-                        for y in range(v_count):
+                        st = np.uint64((dlo + di) * r_count + live[k])
+                        for y in range(vu):
                             alpha[o + y] += w * shift[st, y]
                 n_out = nu * v_count
-                for i in range(c0, c0 + n_out):
+                for i in range(np.uint64(c0), np.uint64(c0 + n_out)):
                     total += alpha[i]
             if not total > 0.0:
                 ok = False
                 break
             inv = 1.0 / total
-            for i in range(c0, c0 + n_out):
-                val = alpha[i] * inv
-                alpha[i] = val
-                if val > 0.0 and val < low:
-                    low = val
+            for i in range(np.uint64(c0), np.uint64(c0 + n_out)):
+                alpha[i] *= inv
+            for i in range(np.uint64(c0), np.uint64(c0 + n_out)):
+                bi = a_bits[i]
+                low = min(low, bi if bi > 0 else _MAX_BITS)
             lz += np.log(total)
-        lows[b] = low
+        low_bits[b] = low
         if not ok:
             log_z[b] = -np.inf
             marg[b, :, :] = np.nan
@@ -744,6 +762,8 @@ def _ngram_marginals_kernel(x, init, shift, vocab, order, with_marginals):
             continue
         beta = np.empty(s_count)
         nxt = np.empty(s_count)
+        b_bits = beta.view(np.int64)
+        n_bits = nxt.view(np.int64)
         for i in range(off[length] - off[length - 1]):
             beta[i] = 1.0
         for j in range(length - 1, -1, -1):
@@ -752,30 +772,37 @@ def _ngram_marginals_kernel(x, init, shift, vocab, order, with_marginals):
             nd = v_count if tok < 0 else 1
             nu = _live_states(row, j + 1, c - 1, v_count, live)
             if j < length - 1:
+                b_bits, n_bits = n_bits, b_bits
                 beta, nxt = nxt, beta  # nxt: beta_{j+1}, packed as (u over U_j, y over Y_j)
                 ytok = row[j + c] if j + c < length else -1
                 total = 0.0
+                vu = np.uint64(v_count)
                 for di in range(nd):
-                    for k in range(nu):
-                        st = (dlo + di) * r_count + live[k]
-                        if ytok >= 0:
-                            acc = shift[st, ytok] * nxt[k]
-                        else:
+                    base = (dlo + di) * r_count
+                    q = np.uint64(di * nu)
+                    if ytok >= 0:
+                        yt = np.uint64(ytok)
+                        for k in range(np.uint64(nu)):
+                            beta[q + k] = shift[np.uint64(base + live[k]), yt] * nxt[k]
+                    else:
+                        for k in range(np.uint64(nu)):
+                            st = np.uint64(base + live[k])
                             acc = 0.0
-                            o = k * v_count
-                            for y in range(v_count):
+                            o = k * vu
+                            for y in range(vu):
                                 acc += shift[st, y] * nxt[o + y]
-                        beta[di * nu + k] = acc
-                        total += acc
+                            beta[q + k] = acc
+                for i in range(np.uint64(nd * nu)):
+                    total += beta[i]
                 if not total > 0.0:
-                    low = 0.0  # underflow: the row is redone in log space
+                    low = 0  # underflow: the row is redone in log space
                     break
                 inv = 1.0 / total
-                for i in range(nd * nu):
-                    val = beta[i] * inv
-                    beta[i] = val
-                    if val > 0.0 and val < low:
-                        low = val
+                for i in range(np.uint64(nd * nu)):
+                    beta[i] *= inv
+                for i in range(np.uint64(nd * nu)):
+                    bi = b_bits[i]
+                    low = min(low, bi if bi > 0 else _MAX_BITS)
             if tok >= 0:
                 marg[b, j, tok] = 1.0
                 continue
@@ -783,18 +810,20 @@ def _ngram_marginals_kernel(x, init, shift, vocab, order, with_marginals):
             total = 0.0
             for v in range(v_count):
                 acc = 0.0
-                for k in range(nu):
-                    acc += alpha[a0 + v * nu + k] * beta[v * nu + k]
+                q = np.uint64(v * nu)
+                aq = np.uint64(a0 + v * nu)
+                for k in range(np.uint64(nu)):
+                    acc += alpha[aq + k] * beta[q + k]
                 marg[b, j, v] = acc
                 total += acc
             if not total > 0.0:
-                low = 0.0
+                low = 0
                 break
             inv = 1.0 / total
             for v in range(v_count):
                 marg[b, j, v] *= inv
-        lows[b] = low
-    return marg, log_z, lows
+        low_bits[b] = low
+    return marg, log_z, low_bits.view(np.float64)
 
 
 @numba.njit(cache=True)
@@ -891,15 +920,57 @@ def _log_space_kernel(x, log_init, log_emit_t, c_ptr, c_idx, c_lp, p_ptr, p_idx,
 _MAX_BITS = np.iinfo(np.int64).max
 
 
+def _prefetcher(write: bool):
+    """An intrinsic ``prefetch(arr, i)`` hinting the cache line of the 1-d array's arr[i] into
+    the caches (``llvm.prefetch``, for a read or a ``write``): the forward table is too big for
+    the caches, and the hardware prefetcher stops at every 4 KiB page of it."""
+
+    @intrinsic
+    def prefetch(typingctx, arr, index):
+        def codegen(context, builder, signature, args):
+            ary = context.make_array(signature.args[0])(context, builder, args[0])
+            ptr = cgutils.get_item_pointer(context, builder, signature.args[0], ary, [args[1]])
+            i8p = ir.IntType(8).as_pointer()
+            i32 = ir.IntType(32)
+            fn = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+                "llvm.prefetch.p0i8")
+            # (address, 1 = for a write, 3 = keep in every cache level, 1 = data cache)
+            builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(i32, int(write)),
+                              ir.Constant(i32, 3), ir.Constant(i32, 1)])
+            return context.get_dummy_value()
+
+        return types.void(arr, index), codegen
+
+    return prefetch
+
+
+_prefetch_read = _prefetcher(False)
+_prefetch_write = _prefetcher(True)
+
+
 @numba.njit(cache=True)
-def _block_product(x, a, out):
+def _block_prefetch(row, write):
+    """Prefetch ``row`` (of the table the next position reads, or writes), one cache line of 8
+    floats at a time."""
+    for i in range(0, row.shape[0], 8):
+        if write:
+            _prefetch_write(row, i)
+        else:
+            _prefetch_read(row, i)
+
+
+@numba.njit(cache=True)
+def _block_product(x, a, out, sums):
     """out[t, i] = sum_s a[s, t] x[s, i] for a block of rows i: (states in, rows) to (states
-    out, rows), both state counts multiples of ``BLOCK_TILE``. A 4 x 4 tile of ``a`` sits in
-    registers while the innermost, vectorised loop runs over the rows: each x row loaded serves
-    four outputs, each output row is loaded and stored once per four inputs. Every entry is
-    summed over s in increasing order whatever its row's place in the block, so the results do
-    not depend on the batch."""
+    out, rows), both state counts multiples of ``BLOCK_TILE``, and sums[i] = sum_t out[t, i]
+    unless ``sums`` is empty. A 4 x 4 tile of ``a`` sits in registers while the innermost,
+    vectorised loop runs over the rows: each x row loaded serves four outputs, each output row
+    is loaded and stored once per four inputs. Every entry is summed over s in increasing order
+    whatever its row's place in the block, so the results do not depend on the batch; the row
+    sums are taken four outputs at a time while those are in the cache."""
     k_in, r = x.shape
+    sums[:] = 0.0
     for t in range(0, a.shape[1], 4):
         o0, o1, o2, o3 = out[t], out[t + 1], out[t + 2], out[t + 3]
         o0[:] = 0.0
@@ -918,30 +989,28 @@ def _block_product(x, a, out):
                 o1[i] = o1[i] + a01 * v0 + a11 * v1 + a21 * v2 + a31 * v3
                 o2[i] = o2[i] + a02 * v0 + a12 * v1 + a22 * v2 + a32 * v3
                 o3[i] = o3[i] + a03 * v0 + a13 * v1 + a23 * v2 + a33 * v3
+        if sums.shape[0]:
+            for i in range(r):
+                sums[i] += o0[i] + o1[i] + o2[i] + o3[i]
 
 
 @numba.njit(cache=True)
-def _block_emit(cur, e_rows, toks, vocab):
+def _block_emit(cur, e_rows, toks, vocab, sums):
     """cur[s, i] *= e_rows[toks[i], s], the emission of row i's token, row by row over the
-    revealed rows (a masked row's factor is 1): cheaper than a gather over every entry."""
+    revealed rows (a masked row's factor is 1): cheaper than a gather over every entry. A
+    revealed row's sum sums[i] = sum_s cur[s, i] is taken anew unless ``sums`` is empty."""
     k, r = cur.shape
     for i in range(r):
         tok = toks[i]
         if tok < vocab:
             e = e_rows[tok]
+            total = 0.0
             for s in range(k):
-                cur[s, i] *= e[s]
-
-
-@numba.njit(cache=True)
-def _block_sums(cur, sums):
-    """sums[i] = sum_s cur[s, i]."""
-    k, r = cur.shape
-    sums[:] = 0.0
-    for s in range(k):
-        c = cur[s]
-        for i in range(r):
-            sums[i] += c[i]
+                v = cur[s, i] * e[s]
+                cur[s, i] = v
+                total += v
+            if sums.shape[0]:
+                sums[i] = total
 
 
 @numba.njit(cache=True)
@@ -958,25 +1027,28 @@ def _block_invert(inv, low_bits):
 
 
 @numba.njit(cache=True)
-def _block_scale(cur, bits, inv, low_bits):
+def _block_scale(cur, bits, inv, low_bits, ahead):
     """cur[s, i] *= inv[i], and ``low_bits`` the running smallest positive entry as int64 bits:
     non-negative floats order like their bit patterns, so the minimum is an integer reduction
-    that vectorises, an exact zero mapped above every positive number."""
+    that vectorises, an exact zero mapped above every positive number. Prefetches the table
+    ``ahead`` the next position writes, a row per state."""
     k, r = cur.shape
     for s in range(k):
         c = cur[s]
         b = bits[s]
         for i in range(r):
             c[i] *= inv[i]
+        _block_prefetch(ahead[s], True)
         for i in range(r):
             low_bits[i] = min(low_bits[i], b[i] if b[i] != 0 else _MAX_BITS)
 
 
 @numba.njit(cache=True)
-def _block_backward_scale(beta, bits, inv, low_bits, alpha, gamma, nxt):
+def _block_backward_scale(beta, bits, inv, low_bits, alpha, gamma, nxt, ahead):
     """Rescale ``beta`` by ``inv`` as ``_block_scale`` does, and in the same pass gamma = alpha
     * beta (the unnormalised state posterior) and a copy of beta into ``nxt`` (the message the
-    next backward product reads once ``_block_emit`` has multiplied in the emission)."""
+    next backward product reads once ``_block_emit`` has multiplied in the emission).
+    Prefetches the forward table ``ahead`` of the next position, a row per state."""
     k, r = beta.shape
     for s in range(k):
         c = beta[s]
@@ -989,6 +1061,7 @@ def _block_backward_scale(beta, bits, inv, low_bits, alpha, gamma, nxt):
             c[i] = v
             g[i] = al[i] * v
             n[i] = v
+        _block_prefetch(ahead[s], False)
         for i in range(r):
             low_bits[i] = min(low_bits[i], b[i] if b[i] != 0 else _MAX_BITS)
 
@@ -1079,6 +1152,7 @@ def _blocked_kernel(x, init, emit_ext_t, dense, dense_t, emission, rows, chunks,
         lz = np.empty(rows)
         low_bits = np.empty(rows, dtype=np.int64)
         tile = np.empty((BLOCK_TOKEN_TILE, rows), dtype=np.int64)
+        no_sums = np.empty(0)
         for blk in range(c, blocks, chunks):
             b0 = blk * rows
             r = min(rows, batch - b0)
@@ -1094,12 +1168,13 @@ def _blocked_kernel(x, init, emit_ext_t, dense, dense_t, emission, rows, chunks,
                 if j == 0:
                     for s in range(kp):
                         cur[s, :] = start[s]
+                    inv[:] = start.sum()
                 else:
-                    _block_product(alpha[jj - 1 if with_marginals else 1 - jj], a, cur)
-                _block_emit(cur, e_rows, toks, vocab)
-                _block_sums(cur, inv)
+                    _block_product(alpha[jj - 1 if with_marginals else 1 - jj], a, cur, inv)
+                _block_emit(cur, e_rows, toks, vocab, inv)
                 _block_invert(inv, low_bits)
-                _block_scale(cur, alpha_bits[jj], inv, low_bits)
+                _block_scale(cur, alpha_bits[jj], inv, low_bits,
+                             alpha[min(j + 1, length - 1) if with_marginals else 1 - jj])
                 for i in range(rows):
                     p = prod[i] / inv[i] if inv[i] > 0.0 else 0.0
                     if p < 1e-150:
@@ -1113,8 +1188,7 @@ def _blocked_kernel(x, init, emit_ext_t, dense, dense_t, emission, rows, chunks,
                 inv[:] = 1.0
                 for j in range(length - 1, -1, -1):
                     if j < length - 1:
-                        _block_product(nxt, a_t, beta)
-                        _block_sums(beta, inv)
+                        _block_product(nxt, a_t, beta, inv)
                         _block_invert(inv, low_bits)
                         for i in range(r):
                             if inv[i] == 0.0 and log_z[b0 + i] > -np.inf:
@@ -1122,9 +1196,10 @@ def _blocked_kernel(x, init, emit_ext_t, dense, dense_t, emission, rows, chunks,
                     if j == length - 1 or j % BLOCK_TOKEN_TILE == BLOCK_TOKEN_TILE - 1:
                         _block_tokens(x, b0, r, j - j % BLOCK_TOKEN_TILE, vocab, tile)
                     toks = tile[j % BLOCK_TOKEN_TILE]
-                    _block_backward_scale(beta, beta_bits, inv, low_bits, alpha[j], gamma, nxt)
-                    _block_emit(nxt, e_rows, toks, vocab)
-                    _block_product(gamma, em, mv[j % BLOCK_TOKEN_TILE])
+                    _block_backward_scale(beta, beta_bits, inv, low_bits, alpha[j], gamma, nxt,
+                                          alpha[max(j - 1, 0)])
+                    _block_emit(nxt, e_rows, toks, vocab, no_sums)
+                    _block_product(gamma, em, mv[j % BLOCK_TOKEN_TILE], no_sums)
                     if j % BLOCK_TOKEN_TILE == 0:
                         _block_marginals(mv, tile, b0, r, j, vocab, marg, low_bits)
                 for i in range(r):

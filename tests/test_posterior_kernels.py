@@ -22,6 +22,8 @@ from mdm_exact.posterior import (
     IMPLEMENTATIONS,
     SERIAL_WORK,
     THREADS_ENV,
+    _block_emit,
+    _block_product,
     _first_order_kernel,
     _first_order_sizes,
     _Powers,
@@ -123,6 +125,30 @@ def test_blocked_rows_do_not_depend_on_their_block(states, vocab, batch, length)
                 place = int(np.flatnonzero(order == b)[0])
                 np.testing.assert_array_equal(post.marginals[place], want.marginals[0])
                 np.testing.assert_array_equal(post.log_evidence[place], want.log_evidence[0])
+
+
+def test_blocked_product_and_emission_take_the_row_sums():
+    """The blocked kernel's product returns the column sums of its result with it, and the
+    emission retakes them for the revealed rows only (numpy as the reference); an empty sums
+    array asks for no sums."""
+    rng = np.random.default_rng(5)
+    states, rows, vocab = 8, 13, 3
+    x, a = rng.random((states, rows)), rng.random((states, states))
+    out, sums = np.empty((states, rows)), np.full(rows, np.nan)
+    _block_product(x, a, out, sums)
+    np.testing.assert_allclose(out, a.T @ x, rtol=1e-14)
+    np.testing.assert_allclose(sums, out.sum(axis=0), rtol=1e-14)
+    alone = np.empty((states, rows))
+    _block_product(x, a, alone, np.empty(0))
+    np.testing.assert_array_equal(alone, out)
+    e_rows = np.vstack([rng.random((vocab, states)), np.ones(states)])
+    toks = rng.integers(0, vocab + 1, rows)  # token ``vocab``: masked, factor 1
+    before = sums.copy()
+    _block_emit(out, e_rows, toks, vocab, sums)
+    np.testing.assert_allclose(out, alone * e_rows[toks].T, rtol=1e-15)
+    revealed = toks < vocab
+    np.testing.assert_allclose(sums[revealed], out.sum(axis=0)[revealed], rtol=1e-14)
+    np.testing.assert_array_equal(sums[~revealed], before[~revealed])
 
 
 # ------------------------------------------------------------------------------ brute force
