@@ -1717,6 +1717,9 @@ def posterior(
     else:
         marg, log_z = _run_chain(arrays, arr, implementation, True, max_bytes)
         valid = np.isfinite(log_z)
+    # log q(revealed tokens) <= 0: a sum of thousands of log-normalisers near 0 can round
+    # a few ulps above it (a fully masked row of 1e5 tokens: about 1e-11)
+    log_z = np.minimum(log_z, 0.0)
     if single:
         return Posterior(marg[0], log_z[0], valid[0])
     return Posterior(marg, log_z, valid)
@@ -1762,6 +1765,7 @@ def log_prob(language: ChainSource | ChainArrays, x, *, backend: str = "numba",
         out = _ngram_log_prob(arrays, arr)
     else:
         out = _run_chain(arrays, arr, "auto", False)[1]
+    out = np.minimum(out, 0.0)  # a probability's log, whatever the rounding (see posterior)
     return out[0] if single else out
 
 

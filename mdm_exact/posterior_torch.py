@@ -223,7 +223,7 @@ def _run(arrays: ChainArrays, x: torch.Tensor, dtype, with_marginals: bool):
         log_z[rows] = redo_z
         if with_marginals:
             marg[rows] = redo_marg
-    log_z = torch.where(valid, log_z, torch.full_like(log_z, -np.inf))
+    log_z = torch.where(valid, log_z.clamp(max=0.0), torch.full_like(log_z, -np.inf))
     if with_marginals:
         revealed = x >= 0
         onehot = torch.nn.functional.one_hot(x.clamp(min=0), chain.vocab_size).to(marg.dtype)

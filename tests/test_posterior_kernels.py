@@ -201,6 +201,23 @@ def test_long_blocked_rows():
                 posterior(language, x, implementation="dense"), log_atol=1e-10)
 
 
+@pytest.mark.parametrize("name", ["3-gram", "4-gram"])
+def test_long_ngram_rows(name):
+    """L = 1e5 on the n-gram kernel (vectorised with reassociated sums) against the dense
+    kernel on the same chain as an HMM (``as_hmm``): half masked, one fully masked row, one
+    long masked gap."""
+    language = preset(name)
+    rng = np.random.default_rng(2)
+    length = 100_000 if name == "3-gram" else 20_000
+    x = language.sample(3, length, rng)
+    x[0, rng.random(length) < 0.5] = MASK
+    x[1] = MASK
+    x[2, 10:length - 10] = MASK
+    post = posterior(language, x, implementation="sparse")
+    assert_same(post, posterior(language.as_hmm(), x, implementation="dense"), log_atol=1e-9)
+    assert post.log_evidence[1] == 0.0
+
+
 # ------------------------------------------------------------------ out of the float range
 
 
