@@ -56,7 +56,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, default=TrainConfig.lr,
                         help=f"peak learning rate (default {TrainConfig.lr:g}; 10%% warmup, "
                              "cosine decay to 0)")
-    parser.add_argument("--loss-weight", choices=LOSS_WEIGHTS, default=None,
+    parser.add_argument("--loss-weight", choices=LOSS_WEIGHTS, default=TrainConfig.loss_weight,
                         help="MDM loss: flat = mean cross-entropy over the masked positions, "
                              "elbo = the 1/t-weighted negative ELBO (default "
                              f"{TrainConfig.loss_weight})")
@@ -88,9 +88,8 @@ def run_train(args: argparse.Namespace) -> int:
                 else load_language(input_file("--language", args.language)))
     model_config = ModelConfig(args.kind, language.vocab_size, args.length, width=args.width,
                                depth=args.depth, heads=args.heads)
-    loss_weight = TrainConfig.loss_weight if args.loss_weight is None else args.loss_weight
     train_config = TrainConfig(args.length, steps=steps, batch_size=args.batch_size,
-                               lr=args.lr, seed=args.seed, loss_weight=loss_weight)
+                               lr=args.lr, seed=args.seed, loss_weight=args.loss_weight)
     if threads is not None:
         import torch
 
@@ -98,7 +97,7 @@ def run_train(args: argparse.Namespace) -> int:
     result = train(language, model_config, train_config, out, device=device)
     tail = result.losses[-min(100, result.losses.size):]
     entropy_rate = language.entropy(args.length).value / args.length
-    if args.kind == "mdm" and loss_weight == "flat":
+    if args.kind == "mdm" and args.loss_weight == "flat":
         what = (f"masked cross-entropy {tail.mean():.4f} nats per masked token over the last "
                 f"{tail.size} steps (mdm-exact evaluate measures the learning error)")
     else:

@@ -257,7 +257,14 @@ def policy_kl(language: Language, policy: Policy, denoiser: Denoiser, x: np.ndar
     log p(x) is ``likelihood.log_likelihood(language, policy, x, denoiser)``; a t interval at
     95%, clipped at 0 (KL >= 0); infinite as soon as one p(x) = 0.
     """
-    log_p = log_likelihood(language, policy, x, denoiser)
+    return _kl_from_log_p(language, x, log_likelihood(language, policy, x, denoiser))
+
+
+def _kl_from_log_p(language: Language, x: np.ndarray, log_p: np.ndarray
+                   ) -> tuple[Estimate, Estimate]:
+    """KL(q || p) per sequence and per token from x (num, L) ~ q and the exact log p(x) of each
+    row: the mean of log q(x) - log p(x), a t interval at 95% clipped at 0 (KL >= 0); infinite
+    as soon as one p(x) = 0."""
     gap = np.asarray(language.log_prob(x), dtype=np.float64) - log_p
     if np.all(np.isfinite(gap)):
         est = mean_interval(gap, domain=(0.0, math.inf))
@@ -287,10 +294,7 @@ def autoregressive_kl(language: Language, ar: TorchDenoiser, x: np.ndarray
             logits = ar.model(model_inputs(ar.config, chunk)).float().double()
             picked = torch.log_softmax(logits, dim=-1).gather(-1, chunk[..., None])[..., 0]
             log_p[start:start + chunk.shape[0]] = picked.sum(dim=1).cpu().numpy()
-    gap = np.asarray(language.log_prob(arr), dtype=np.float64) - log_p
-    est = mean_interval(gap, domain=(0.0, math.inf))
-    kl = Estimate(est.value, est.low, est.high, KL_METHOD, est.confidence, est.num_samples)
-    return kl, kl.scaled(1.0 / arr.shape[1])
+    return _kl_from_log_p(language, arr, log_p)
 
 
 def _score_policy(language: Language, policy: Policy, model: str, tokens: np.ndarray,

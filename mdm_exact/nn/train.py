@@ -150,7 +150,7 @@ def draw_batch(language: Language, config: TrainConfig, kind: str, rng: np.rando
 
 
 def batch_loss(model: Transformer, x: torch.Tensor, mask: torch.Tensor, t: torch.Tensor,
-               loss_weight: str = "elbo") -> torch.Tensor:
+               loss_weight: str = TrainConfig.loss_weight) -> torch.Tensor:
     """MDM: the masked cross-entropy weighted by ``loss_weight`` (``elbo``: 1/t per masked
     position, summed and divided by the batch's tokens, the negative ELBO per token; ``flat``:
     the mean over the masked positions); AR: next-token cross-entropy per token. Logits are taken
