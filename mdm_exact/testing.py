@@ -270,7 +270,10 @@ def masked_sequences(
     n = draw(_strategy(batch))
     size = draw(_strategy(length))
     x = _support_sequences(draw, language, n, size)
-    pattern = draw(st.sampled_from(("some", "none", "all")))
+    # "none" first: it is both the first choice and the one with no further draws, so the
+    # shrinker (which prefers fewer and smaller choices) settles on unmasked support sequences
+    # whichever path it starts from.
+    pattern = draw(st.sampled_from(("none", "some", "all")))
     if pattern == "some":
         x[draw(arrays(np.bool_, x.shape))] = MASK
     elif pattern == "all":
